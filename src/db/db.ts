@@ -1,0 +1,97 @@
+import pg from 'pg';
+import type { Logger } from '../log.js';
+
+/** The one-method database port every store takes; a pool and a transaction client both fit it. */
+export interface Queryable {
+  query<R extends object = Record<string, unknown>>(
+    text: string,
+    values?: readonly unknown[],
+  ): Promise<{ rows: R[]; rowCount: number | null }>;
+}
+
+export interface Db extends Queryable {
+  /** Runs fn in BEGIN/COMMIT on one client; ROLLBACK on throw. The commit is explicit and visible here. */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>, opts?: { isolation?: 'read committed' | 'repeatable read' | 'serializable' }): Promise<T>;
+  /** A dedicated client for LISTEN (never returned to the pool while listening). */
+  connectListener(): Promise<pg.Client>;
+  close(): Promise<void>;
+  readonly pool: pg.Pool;
+}
+
+export interface DbOptions {
+  readonly connectionString: string;
+  readonly applicationName?: string;
+  /** Pool size. Small on purpose: batching, not connections, is what buys throughput here. */
+  readonly max?: number;
+  /** Server-side statement_timeout (ms), so a blocked lock or a runaway query cannot hang a worker. */
+  readonly statementTimeoutMs?: number;
+  /** Client-side timeout for a query's answer: catches a silent network blackhole (node-postgres#1454). */
+  readonly queryTimeoutMs?: number;
+  readonly connectionTimeoutMs?: number;
+  readonly logger?: Logger;
+}
+
+export function createDb(opts: DbOptions): Db {
+  const config: pg.PoolConfig = {
+    connectionString: opts.connectionString,
+    application_name: opts.applicationName ?? 'sagaflow',
+    max: opts.max ?? 8,
+    connectionTimeoutMillis: opts.connectionTimeoutMs ?? 10_000,
+    statement_timeout: opts.statementTimeoutMs ?? 30_000,
+    query_timeout: opts.queryTimeoutMs ?? 60_000,
+    idle_in_transaction_session_timeout: 60_000,
+    keepAlive: true,
+    idleTimeoutMillis: 30_000,
+  };
+  const pool = new pg.Pool(config);
+  // An idle client whose connection dies is reported here; without a listener Node would crash
+  // (node-postgres#1324). The pool drops the client and makes a new one on the next checkout.
+  pool.on('error', (err) => opts.logger?.warn({ err: err.message }, 'idle database connection lost'));
+  pool.on('connect', (client) => {
+    client.on('error', (err) => opts.logger?.warn({ err: err.message }, 'database connection error'));
+  });
+
+  const transaction: Db['transaction'] = async (fn, txOpts) => {
+    const client = await pool.connect();
+    let broken: unknown;
+    try {
+      await client.query(txOpts?.isolation ? `BEGIN ISOLATION LEVEL ${txOpts.isolation.toUpperCase()}` : 'BEGIN');
+      const result = await fn(client as unknown as Queryable);
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      try {
+        await client.query('ROLLBACK');
+      } catch (rollbackErr) {
+        // The connection is gone or unusable: destroy it instead of returning it to the pool.
+        broken = rollbackErr;
+      }
+      throw err;
+    } finally {
+      client.release(broken instanceof Error ? broken : undefined);
+    }
+  };
+
+  return {
+    pool,
+    query: (text, values) => pool.query(text, values as unknown[]) as never,
+    transaction,
+    connectListener: async () => {
+      const client = new pg.Client({ ...config, application_name: `${config.application_name}-listen` });
+      client.on('error', (err) => opts.logger?.warn({ err: err.message }, 'listener connection error'));
+      await client.connect();
+      return client;
+    },
+    close: () => pool.end(),
+  };
+}
+
+/** Schema names become part of SQL text, so they are checked against a strict pattern once. */
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+export function quoteSchema(schema: string): string {
+  if (!SCHEMA_NAME.test(schema)) {
+    throw new Error(`invalid schema name ${JSON.stringify(schema)}: use lower-case letters, digits and _`);
+  }
+  return `"${schema}"`;
+}
