@@ -1,0 +1,260 @@
+import type { Queryable } from '../db/db.js';
+import { quoteSchema } from '../db/db.js';
+import type { Params } from '../db/params.js';
+import type { StepRowChange } from './engine.js';
+import type { EngineState, SagaInstance, SagaStatus } from './state.js';
+
+/** A saga row to write: the new instance, the version it was read at (null: new), and its wake change. */
+export interface SagaWrite {
+  readonly instance: SagaInstance;
+  readonly readVersion: number | null;
+  /** undefined: keep wake_at; null: clear it; number: now() + delay (database clock). */
+  readonly wakeDelayMs: number | null | undefined;
+}
+
+export interface StepRowWrite extends StepRowChange {
+  readonly sagaId: string;
+}
+
+interface SagaRow {
+  id: string;
+  tenant_id: string;
+  saga_type: string;
+  definition_version: number;
+  status: SagaStatus;
+  data: unknown;
+  state: EngineState;
+  reason: string | null;
+  version: number;
+}
+
+const COLUMNS = 'id, tenant_id, saga_type, definition_version, status, data, state, reason, version';
+
+function toInstance(r: SagaRow): SagaInstance {
+  return {
+    id: r.id,
+    tenantId: r.tenant_id,
+    type: r.saga_type,
+    definitionVersion: r.definition_version,
+    status: r.status,
+    data: r.data,
+    state: r.state,
+    reason: r.reason,
+    version: r.version,
+  };
+}
+
+const TERMINAL_SQL = `('completed', 'compensated', 'failed')`;
+
+export class SagaStore {
+  readonly sagas: string;
+  readonly steps: string;
+  constructor(schema: string) {
+    const q = quoteSchema(schema);
+    this.sagas = `${q}.sagas`;
+    this.steps = `${q}.saga_steps`;
+  }
+
+  /** Locks the sagas (one writer per saga) in id order, so concurrent batches never deadlock on them. */
+  async lockMany(tx: Queryable, ids: readonly string[]): Promise<Map<string, SagaInstance>> {
+    const out = new Map<string, SagaInstance>();
+    if (ids.length === 0) return out;
+    const { rows } = await tx.query<SagaRow>(
+      `SELECT ${COLUMNS} FROM ${this.sagas} WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`,
+      [[...new Set(ids)]],
+    );
+    for (const r of rows) out.set(r.id, toInstance(r));
+    return out;
+  }
+
+  /**
+   * Claims sagas whose wake time passed (database clock) and clears it, in the caller's transaction:
+   * the timer fires exactly once because clearing it commits with the transition it causes.
+   * SKIP LOCKED lets several workers share the work; a saga busy in another transaction waits a round.
+   */
+  async claimDue(tx: Queryable, limit: number, types: readonly string[]): Promise<SagaInstance[]> {
+    const { rows } = await tx.query<SagaRow>(
+      `UPDATE ${this.sagas} s SET wake_at = NULL
+       WHERE s.id IN (SELECT id FROM ${this.sagas} WHERE wake_at <= now() AND saga_type = ANY($2::text[])
+                      ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+       RETURNING ${COLUMNS.split(', ').map((c) => `s.${c}`).join(', ')}`,
+      [limit, types],
+    );
+    return rows.map(toInstance);
+  }
+
+  /** Milliseconds until the earliest wake time (negative when overdue), or null when no timer is set. */
+  async nextWakeInMs(db: Queryable, types: readonly string[]): Promise<number | null> {
+    const { rows } = await db.query<{ ms: number | null }>(
+      `SELECT (extract(epoch FROM (min(wake_at) - now())) * 1000)::float8 AS ms FROM ${this.sagas}
+       WHERE wake_at IS NOT NULL AND saga_type = ANY($1::text[])`,
+      [types],
+    );
+    return rows[0]?.ms ?? null;
+  }
+
+  /** CTE parts that write new sagas, update existing ones (checking the version read) and upsert step rows. */
+  writeCtes(p: Params, writes: readonly SagaWrite[], steps: readonly StepRowWrite[]): { ctes: string[]; updatedCheck: string | null; expectedUpdates: number } {
+    const ctes: string[] = [];
+    const inserts = writes.filter((w) => w.readVersion === null);
+    const updates = writes.filter((w) => w.readVersion !== null);
+    const wakeExpr = (mode: string, ms: string, keep: string) =>
+      `CASE ${mode} WHEN 0 THEN ${keep} WHEN 1 THEN NULL ELSE now() + ${ms} * interval '1 millisecond' END`;
+    const mode = (w: SagaWrite) => (w.wakeDelayMs === undefined ? 0 : w.wakeDelayMs === null ? 1 : 2);
+    if (inserts.length > 0) {
+      ctes.push(`saga_ins AS (
+        INSERT INTO ${this.sagas} (id, tenant_id, saga_type, definition_version, status, data, state, reason, version, wake_at, finished_at)
+        SELECT u.id, u.tenant_id, u.saga_type, u.dv, u.status, u.data, u.state, u.reason, u.version,
+               ${wakeExpr('u.wake_mode', 'u.wake_ms', 'NULL')},
+               CASE WHEN u.status IN ${TERMINAL_SQL} THEN now() END
+        FROM unnest(${p.add(inserts.map((w) => w.instance.id), 'uuid[]')}, ${p.add(inserts.map((w) => w.instance.tenantId), 'text[]')},
+                    ${p.add(inserts.map((w) => w.instance.type), 'text[]')}, ${p.add(inserts.map((w) => w.instance.definitionVersion), 'int[]')},
+                    ${p.add(inserts.map((w) => w.instance.status), 'text[]')}, ${p.add(inserts.map((w) => JSON.stringify(w.instance.data)), 'jsonb[]')},
+                    ${p.add(inserts.map((w) => JSON.stringify(w.instance.state)), 'jsonb[]')}, ${p.add(inserts.map((w) => w.instance.reason), 'text[]')},
+                    ${p.add(inserts.map((w) => w.instance.version), 'int[]')}, ${p.add(inserts.map(mode), 'int[]')},
+                    ${p.add(inserts.map((w) => w.wakeDelayMs ?? 0), 'float8[]')})
+             AS u(id, tenant_id, saga_type, dv, status, data, state, reason, version, wake_mode, wake_ms)
+        RETURNING 1)`);
+    }
+    if (updates.length > 0) {
+      ctes.push(`saga_upd AS (
+        UPDATE ${this.sagas} t SET status = u.status, data = u.data, state = u.state, reason = u.reason, version = u.version,
+               wake_at = ${wakeExpr('u.wake_mode', 'u.wake_ms', 't.wake_at')},
+               updated_at = now(),
+               finished_at = CASE WHEN u.status IN ${TERMINAL_SQL} THEN coalesce(t.finished_at, now()) END
+        FROM unnest(${p.add(updates.map((w) => w.instance.id), 'uuid[]')}, ${p.add(updates.map((w) => w.instance.status), 'text[]')},
+                    ${p.add(updates.map((w) => JSON.stringify(w.instance.data)), 'jsonb[]')}, ${p.add(updates.map((w) => JSON.stringify(w.instance.state)), 'jsonb[]')},
+                    ${p.add(updates.map((w) => w.instance.reason), 'text[]')}, ${p.add(updates.map((w) => w.instance.version), 'int[]')},
+                    ${p.add(updates.map(mode), 'int[]')}, ${p.add(updates.map((w) => w.wakeDelayMs ?? 0), 'float8[]')},
+                    ${p.add(updates.map((w) => w.readVersion), 'int[]')})
+             AS u(id, status, data, state, reason, version, wake_mode, wake_ms, read_version)
+        WHERE t.id = u.id AND t.version = u.read_version
+        RETURNING 1)`);
+    }
+    if (steps.length > 0) {
+      const col = <T>(f: (s: StepRowWrite) => T) => steps.map(f);
+      ctes.push(`step_up AS (
+        INSERT INTO ${this.steps} AS t (saga_id, seq, step_name, kind, attempt, status, command_id, command_type, reply_id, reply_type, kept, error, started_at, finished_at)
+        SELECT u.saga_id, u.seq, u.step_name, u.kind, u.attempt, u.status, u.command_id, u.command_type, u.reply_id, u.reply_type, u.kept, u.error,
+               now(), CASE WHEN u.finished THEN now() END
+        FROM unnest(${p.add(col((s) => s.sagaId), 'uuid[]')}, ${p.add(col((s) => s.seq), 'int[]')}, ${p.add(col((s) => s.step), 'text[]')},
+                    ${p.add(col((s) => s.kind), 'text[]')}, ${p.add(col((s) => s.attempt), 'int[]')}, ${p.add(col((s) => s.status), 'text[]')},
+                    ${p.add(col((s) => s.commandId ?? null), 'uuid[]')}, ${p.add(col((s) => s.commandType ?? null), 'text[]')},
+                    ${p.add(col((s) => s.replyId ?? null), 'uuid[]')}, ${p.add(col((s) => s.replyType ?? null), 'text[]')},
+                    ${p.add(col((s) => (s.kept === undefined ? null : JSON.stringify(s.kept))), 'jsonb[]')}, ${p.add(col((s) => s.error ?? null), 'text[]')},
+                    ${p.add(col((s) => s.finished), 'bool[]')})
+             AS u(saga_id, seq, step_name, kind, attempt, status, command_id, command_type, reply_id, reply_type, kept, error, finished)
+        ON CONFLICT (saga_id, seq) DO UPDATE SET
+          status = excluded.status,
+          reply_id = coalesce(excluded.reply_id, t.reply_id),
+          reply_type = coalesce(excluded.reply_type, t.reply_type),
+          kept = coalesce(excluded.kept, t.kept),
+          error = coalesce(excluded.error, t.error),
+          finished_at = coalesce(excluded.finished_at, t.finished_at)
+        RETURNING 1)`);
+    }
+    return { ctes, updatedCheck: updates.length > 0 ? '(SELECT count(*) FROM saga_upd)::int' : null, expectedUpdates: updates.length };
+  }
+
+  async get(db: Queryable, id: string): Promise<(SagaInstance & SagaTimes) | null> {
+    const { rows } = await db.query<SagaRow & RawTimes>(
+      `SELECT ${COLUMNS}, wake_at, created_at, updated_at, finished_at FROM ${this.sagas} WHERE id = $1`,
+      [id],
+    );
+    const r = rows[0];
+    return r ? { ...toInstance(r), ...times(r) } : null;
+  }
+
+  async history(db: Queryable, sagaId: string): Promise<StepHistoryRow[]> {
+    const { rows } = await db.query<StepHistoryRow>(
+      `SELECT seq, step_name AS "step", kind, attempt, status, command_id AS "commandId", command_type AS "commandType",
+              reply_id AS "replyId", reply_type AS "replyType", kept, error, started_at AS "startedAt", finished_at AS "finishedAt"
+       FROM ${this.steps} WHERE saga_id = $1 ORDER BY seq`,
+      [sagaId],
+    );
+    return rows;
+  }
+
+  async list(db: Queryable, f: SagaFilter): Promise<SagaSummary[]> {
+    const where: string[] = [];
+    const values: unknown[] = [];
+    if (f.status) where.push(`status = $${values.push(f.status)}`);
+    if (f.type) where.push(`saga_type = $${values.push(f.type)}`);
+    if (f.since) where.push(`created_at >= $${values.push(f.since)}`);
+    if (f.before) {
+      // keyset pagination on (created_at, id), newest first
+      where.push(`(created_at, id) < ($${values.push(f.before.createdAt)}, $${values.push(f.before.id)}::uuid)`);
+    }
+    const { rows } = await db.query<SagaSummary>(
+      `SELECT id, saga_type AS "type", status, reason, version, tenant_id AS "tenantId",
+              created_at AS "createdAt", updated_at AS "updatedAt", finished_at AS "finishedAt", wake_at AS "wakeAt"
+       FROM ${this.sagas} ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+       ORDER BY created_at DESC, id DESC LIMIT $${values.push(f.limit ?? 50)}`,
+      values,
+    );
+    return rows;
+  }
+
+  async countByStatus(db: Queryable, ids?: readonly string[]): Promise<Record<SagaStatus, number>> {
+    const { rows } = await db.query<{ status: SagaStatus; n: number }>(
+      `SELECT status, count(*)::int AS n FROM ${this.sagas} ${ids ? 'WHERE id = ANY($1::uuid[])' : ''} GROUP BY status`,
+      ids ? [ids] : [],
+    );
+    const out: Record<SagaStatus, number> = { running: 0, compensating: 0, completed: 0, compensated: 0, failed: 0 };
+    for (const r of rows) out[r.status] = r.n;
+    return out;
+  }
+}
+
+interface RawTimes {
+  wake_at: Date | null;
+  created_at: Date;
+  updated_at: Date;
+  finished_at: Date | null;
+}
+export interface SagaTimes {
+  readonly wakeAt: Date | null;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+  readonly finishedAt: Date | null;
+}
+function times(r: RawTimes): SagaTimes {
+  return { wakeAt: r.wake_at, createdAt: r.created_at, updatedAt: r.updated_at, finishedAt: r.finished_at };
+}
+
+export interface SagaFilter {
+  readonly status?: SagaStatus;
+  readonly type?: string;
+  readonly since?: Date;
+  readonly before?: { readonly createdAt: Date; readonly id: string };
+  readonly limit?: number;
+}
+
+export interface SagaSummary {
+  readonly id: string;
+  readonly type: string;
+  readonly status: SagaStatus;
+  readonly reason: string | null;
+  readonly version: number;
+  readonly tenantId: string;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+  readonly finishedAt: Date | null;
+  readonly wakeAt: Date | null;
+}
+
+export interface StepHistoryRow {
+  readonly seq: number;
+  readonly step: string;
+  readonly kind: string;
+  readonly attempt: number;
+  readonly status: string;
+  readonly commandId: string | null;
+  readonly commandType: string | null;
+  readonly replyId: string | null;
+  readonly replyType: string | null;
+  readonly kept: unknown;
+  readonly error: string | null;
+  readonly startedAt: Date;
+  readonly finishedAt: Date | null;
+}
