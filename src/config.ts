@@ -1,0 +1,131 @@
+import { z } from 'zod';
+import { UsageError } from './errors.js';
+
+/**
+ * The one reader of process.env: every setting is parsed and checked here, once, at the
+ * composition root, and handed down as a frozen object. A bad value stops the process at start
+ * with a message naming the variable, not somewhere deep in a handler.
+ */
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const csvInts = z
+  .string()
+  .regex(/^\d+(,\d+)*$/, 'comma-separated milliseconds, e.g. 200,1000,5000')
+  .transform((s) => s.split(',').map(Number));
+
+export const envSchema = z.object({
+  DATABASE_URL: z.string().min(1).default('postgres://postgres@127.0.0.1:5432/postgres'),
+  SAGAFLOW_SCHEMA: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'lower-case letters, digits and _')
+    .default('sagaflow'),
+  SAGAFLOW_TRANSPORT: z.enum(['memory', 'rabbitmq', 'kafka']).default('memory'),
+  AMQP_URL: z.string().min(1).default('amqp://guest:guest@127.0.0.1:5672'),
+  KAFKA_BROKERS: z.string().min(1).default('127.0.0.1:9092'),
+  /** Prefix for every topic, queue and group name: isolates several deployments on one broker. */
+  SAGAFLOW_NAMESPACE: z
+    .string()
+    .regex(/^[a-zA-Z0-9_.-]{0,64}$/)
+    .default(''),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  SAGAFLOW_DB_POOL: int(1, 100).default(10),
+  SAGAFLOW_PREFETCH: int(1, 10_000).default(512),
+  SAGAFLOW_MAX_BATCH: int(1, 1000).default(64),
+  SAGAFLOW_CONCURRENT_BATCHES: int(1, 32).default(2),
+  SAGAFLOW_MAX_ATTEMPTS: int(1, 1000).default(5),
+  SAGAFLOW_RETRY_DELAYS_MS: csvInts.default([200, 1000, 5000]),
+  SAGAFLOW_MAX_MESSAGE_BYTES: int(1024, 128 * 1024 * 1024).default(256 * 1024),
+  SAGAFLOW_EVENTS: z.enum(['all', 'terminal', 'none']).default('all'),
+  SAGAFLOW_EVENTS_TOPIC: z.string().min(1).default('sagaflow.events'),
+  SAGAFLOW_OUTBOX_GRACE_MS: int(0, 3_600_000).default(10_000),
+  SAGAFLOW_RELAY_POLL_MS: int(0, 3_600_000).default(30_000),
+  SAGAFLOW_RABBITMQ_QUEUE_TYPE: z.enum(['classic', 'quorum']).default('quorum'),
+  SAGAFLOW_KAFKA_PARTITIONS: int(1, 1000).default(6),
+  /** Admin API tokens: `name:token:role` entries separated by commas; role is `admin` or `read`. */
+  SAGAFLOW_ADMIN_TOKENS: z.string().default(''),
+  SAGAFLOW_ADMIN_HOST: z.string().default('127.0.0.1'),
+  SAGAFLOW_ADMIN_PORT: int(0, 65535).default(8080),
+});
+
+export type Env = z.output<typeof envSchema>;
+
+export interface Config {
+  readonly databaseUrl: string;
+  readonly schema: string;
+  readonly transport: 'memory' | 'rabbitmq' | 'kafka';
+  readonly amqpUrl: string;
+  readonly kafkaBrokers: readonly string[];
+  readonly namespace: string;
+  readonly logLevel: string;
+  readonly dbPool: number;
+  readonly prefetch: number;
+  readonly maxBatch: number;
+  readonly concurrentBatches: number;
+  readonly retry: { readonly maxAttempts: number; readonly delaysMs: readonly number[] };
+  readonly maxMessageBytes: number;
+  readonly events: 'all' | 'terminal' | 'none';
+  readonly eventsTopic: string;
+  readonly outboxGraceMs: number;
+  readonly relayPollMs: number;
+  readonly rabbitQueueType: 'classic' | 'quorum';
+  readonly kafkaPartitions: number;
+  readonly adminTokens: readonly AdminToken[];
+  readonly adminHost: string;
+  readonly adminPort: number;
+}
+
+export interface AdminToken {
+  readonly name: string;
+  readonly token: string;
+  readonly role: 'admin' | 'read';
+}
+
+export function parseAdminTokens(spec: string): AdminToken[] {
+  if (spec.trim() === '') return [];
+  return spec.split(',').map((entry) => {
+    const [name, token, role] = entry.split(':');
+    if (!name || !token || (role !== 'admin' && role !== 'read')) {
+      throw new UsageError('SAGAFLOW_ADMIN_TOKENS entries must be name:token:role with role admin or read', 'CONFIG_INVALID');
+    }
+    if (token.length < 16) throw new UsageError(`admin token ${name} is shorter than 16 characters`, 'CONFIG_INVALID');
+    return { name, token, role };
+  });
+}
+
+export function loadConfig(env: Readonly<Record<string, string | undefined>> = process.env, overrides: Partial<Env> = {}): Config {
+  const parsed = envSchema.safeParse({ ...pickDefined(env), ...pickDefined(overrides as Record<string, unknown>) });
+  if (!parsed.success) {
+    const first = parsed.error.issues[0]!;
+    throw new UsageError(`invalid configuration: ${String(first.path[0])}: ${first.message}`, 'CONFIG_INVALID');
+  }
+  const e = parsed.data;
+  return Object.freeze({
+    databaseUrl: e.DATABASE_URL,
+    schema: e.SAGAFLOW_SCHEMA,
+    transport: e.SAGAFLOW_TRANSPORT,
+    amqpUrl: e.AMQP_URL,
+    kafkaBrokers: e.KAFKA_BROKERS.split(',').map((s) => s.trim()).filter(Boolean),
+    namespace: e.SAGAFLOW_NAMESPACE,
+    logLevel: e.LOG_LEVEL,
+    dbPool: e.SAGAFLOW_DB_POOL,
+    prefetch: e.SAGAFLOW_PREFETCH,
+    maxBatch: e.SAGAFLOW_MAX_BATCH,
+    concurrentBatches: e.SAGAFLOW_CONCURRENT_BATCHES,
+    retry: Object.freeze({ maxAttempts: e.SAGAFLOW_MAX_ATTEMPTS, delaysMs: Object.freeze(e.SAGAFLOW_RETRY_DELAYS_MS) }),
+    maxMessageBytes: e.SAGAFLOW_MAX_MESSAGE_BYTES,
+    events: e.SAGAFLOW_EVENTS,
+    eventsTopic: e.SAGAFLOW_EVENTS_TOPIC,
+    outboxGraceMs: e.SAGAFLOW_OUTBOX_GRACE_MS,
+    relayPollMs: e.SAGAFLOW_RELAY_POLL_MS,
+    rabbitQueueType: e.SAGAFLOW_RABBITMQ_QUEUE_TYPE,
+    kafkaPartitions: e.SAGAFLOW_KAFKA_PARTITIONS,
+    adminTokens: Object.freeze(parseAdminTokens(e.SAGAFLOW_ADMIN_TOKENS)),
+    adminHost: e.SAGAFLOW_ADMIN_HOST,
+    adminPort: e.SAGAFLOW_ADMIN_PORT,
+  });
+}
+
+function pickDefined(o: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined && v !== '') out[k] = v;
+  return out;
+}

@@ -1,0 +1,35 @@
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import { MemoryTransport } from './memory.js';
+import type { Transport } from './transport.js';
+
+/**
+ * Builds the configured transport. The broker clients are imported only when chosen, so a
+ * memory-transport process never loads amqplib or kafkajs.
+ */
+export async function createTransport(config: Config, logger: Logger, overrides: { clientId?: string } = {}): Promise<Transport> {
+  switch (config.transport) {
+    case 'memory':
+      return new MemoryTransport();
+    case 'rabbitmq': {
+      const { createRabbitMqTransport } = await import('./rabbitmq.js');
+      return createRabbitMqTransport({
+        url: config.amqpUrl,
+        namespace: config.namespace,
+        queueType: config.rabbitQueueType,
+        prefetch: config.prefetch,
+        logger,
+      });
+    }
+    case 'kafka': {
+      const { createKafkaTransport } = await import('./kafka.js');
+      return createKafkaTransport({
+        brokers: config.kafkaBrokers,
+        namespace: config.namespace,
+        partitions: config.kafkaPartitions,
+        clientId: overrides.clientId ?? 'sagaflow',
+        logger,
+      });
+    }
+  }
+}

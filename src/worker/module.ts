@@ -1,0 +1,51 @@
+import type { Db } from '../db/db.js';
+import type { MessageDefinition } from '../messages/message.js';
+import { MessageRegistry } from '../messages/message.js';
+import type { SagaDefinition } from '../saga/definition.js';
+import type { ParticipantDefinition } from './participant.js';
+
+/**
+ * What a user module exports for `sagaflow worker --module <file>`: its sagas and participants,
+ * the messages it can publish, and optionally its own schema setup (the example's tables).
+ */
+export interface SagaflowModule {
+  readonly sagas?: readonly SagaDefinition<any, any>[];
+  readonly participants?: readonly ParticipantDefinition[];
+  /** Extra message types `sagaflow publish` may send (start messages and commands are included anyway). */
+  readonly messages?: readonly MessageDefinition[];
+  /** Creates the module's own tables; run by `sagaflow migrate` and the demo. Must be idempotent. */
+  readonly migrate?: (db: Db) => Promise<void>;
+}
+
+/** Every message type a module knows (for `sagaflow publish` validation). */
+export function moduleRegistry(mod: SagaflowModule): MessageRegistry {
+  const reg = new MessageRegistry(mod.messages ?? []);
+  for (const s of mod.sagas ?? []) for (const m of s.registry.all()) reg.add(m);
+  for (const p of mod.participants ?? []) {
+    for (const h of p.handlers.values()) reg.add(h.message);
+    for (const r of p.replies) reg.add(r);
+  }
+  return reg;
+}
+
+/** Checks the module as a whole: names unique, topics not shared by two orchestrators. */
+export function validateModule(mod: SagaflowModule): void {
+  const sagaNames = new Set<string>();
+  const sagaTopics = new Map<string, string>();
+  for (const s of mod.sagas ?? []) {
+    if (sagaNames.has(s.name)) throw new Error(`two sagas are named ${s.name}`);
+    sagaNames.add(s.name);
+    const other = sagaTopics.get(s.topic);
+    if (other) throw new Error(`sagas ${other} and ${s.name} both listen on topic ${s.topic}; give their start messages different topics`);
+    sagaTopics.set(s.topic, s.name);
+  }
+  const participantNames = new Set<string>();
+  for (const p of mod.participants ?? []) {
+    if (participantNames.has(p.name)) throw new Error(`two participants are named ${p.name}`);
+    participantNames.add(p.name);
+    for (const t of p.topics) {
+      if (sagaTopics.has(t)) throw new Error(`participant ${p.name} listens on ${t}, the topic of saga ${sagaTopics.get(t)}`);
+    }
+  }
+  moduleRegistry(mod); // throws if one type name stands for two schemas
+}

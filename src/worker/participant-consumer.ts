@@ -1,0 +1,96 @@
+import { v5 as uuidv5 } from 'uuid';
+import { PermanentError } from '../errors.js';
+import type { InboxStore } from '../inbox/store.js';
+import { describeIssues, encodeEnvelope, type Envelope } from '../messages/envelope.js';
+import type { Logger } from '../log.js';
+import type { OutboxStore } from '../outbox/store.js';
+import type { SagaStore } from '../saga/store.js';
+import { SAGAFLOW_NAMESPACE } from '../saga/engine.js';
+import { STEP_HEADERS } from '../saga/state.js';
+import type { OutgoingMessage } from '../transport/transport.js';
+import type { Outcome } from './batcher.js';
+import { writeBatch } from './batch-write.js';
+import type { Inbound } from './decode.js';
+import type { ParticipantDefinition } from './participant.js';
+import type { Work } from './transactional.js';
+
+export interface ParticipantConsumerDeps {
+  readonly participant: ParticipantDefinition;
+  readonly inbox: InboxStore;
+  readonly outbox: OutboxStore;
+  readonly sagas: SagaStore;
+  readonly graceMs: number;
+  readonly logger: Logger;
+  readonly onHandled: (count: number) => void;
+}
+
+const OK: Outcome<void> = { ok: true, value: undefined };
+const ECHOED = Object.values(STEP_HEADERS);
+
+/** Reply ids derive from the command id: a re-run of the same command yields the same reply id. */
+export function replyId(commandId: string, participant: string): string {
+  return uuidv5(`${commandId}:reply:${participant}`, SAGAFLOW_NAMESPACE);
+}
+
+/** A participant's transaction over a batch: inbox claim + the handlers' business writes + outbox replies. */
+export function participantWork(deps: ParticipantConsumerDeps): Work<Inbound> {
+  const { participant, logger } = deps;
+  return async (tx, items, deletes) => {
+    const outcomes: Outcome<void>[] = items.map(() => OK);
+    const first = new Map<string, number>();
+    items.forEach((it, i) => {
+      if (!first.has(it.envelope.id)) first.set(it.envelope.id, i);
+    });
+    const claim = await deps.inbox.claim(
+      tx,
+      participant.consumer,
+      [...first.values()].map((i) => ({ messageId: items[i]!.envelope.id, digest: items[i]!.digest })),
+    );
+    const messages: OutgoingMessage[] = [];
+    let handled = 0;
+    for (const [id, i] of first) {
+      const item = items[i]!;
+      if (claim.conflicts.has(id)) {
+        outcomes[i] = { ok: false, error: new PermanentError('ID_CONFLICT', `message id ${id} was seen before with a different body`) };
+        continue;
+      }
+      if (!claim.claimed.has(id)) {
+        logger.debug({ messageId: id, type: item.envelope.type }, 'duplicate command ignored');
+        continue;
+      }
+      const env = item.envelope;
+      const h = participant.handlers.get(env.type)!;
+      const headers = env.headers ?? {};
+      const idempotencyKey = `${env.sagaId ?? env.correlationId}:${headers[STEP_HEADERS.step] ?? env.type}:${headers[STEP_HEADERS.phase] ?? 'forward'}`;
+      // A throw aborts the batch's transaction; the batch is then re-run one message at a time.
+      const r = await h.handle({ payload: item.payload, envelope: env, tx, idempotencyKey });
+      handled++;
+      if (!r) continue;
+      const parsed = r.message.schema.safeParse(r.payload);
+      if (!parsed.success) {
+        throw new PermanentError('SCHEMA_INVALID', `participant ${participant.name} built an invalid ${r.message.type}: ${describeIssues(parsed.error)}`);
+      }
+      if (!env.replyTo) {
+        logger.warn({ messageId: id, type: env.type }, 'command has no replyTo; the reply is dropped');
+        continue;
+      }
+      const echoed: Record<string, string> = {};
+      for (const k of ECHOED) if (headers[k] !== undefined) echoed[k] = headers[k];
+      const reply: Envelope = {
+        id: replyId(env.id, participant.name),
+        type: r.message.type,
+        schemaVersion: r.message.version,
+        tenantId: env.tenantId,
+        correlationId: env.correlationId,
+        causationId: env.id,
+        sagaId: env.sagaId,
+        occurredAt: new Date().toISOString(),
+        headers: echoed,
+        payload: parsed.data,
+      };
+      messages.push({ topic: env.replyTo, key: env.sagaId ?? env.correlationId, id: reply.id, type: reply.type, body: encodeEnvelope(reply) });
+    }
+    const written = await writeBatch(tx, { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs }, { sagas: [], steps: [], messages, deletes });
+    return { outcomes, written, committed: () => deps.onHandled(handled) };
+  };
+}

@@ -1,0 +1,108 @@
+import { PermanentError, RetryableError, type ReasonCode } from '../errors.js';
+import type { InboxStore } from '../inbox/store.js';
+import type { Logger } from '../log.js';
+import type { OutboxStore } from '../outbox/store.js';
+import type { SagaDefinition } from '../saga/definition.js';
+import { sagaIdFor, type SagaInput } from '../saga/engine.js';
+import type { SagaStore } from '../saga/store.js';
+import type { Outcome } from './batcher.js';
+import { writeBatch } from './batch-write.js';
+import type { Inbound } from './decode.js';
+import { SagaTransitions, type AppliedTransition, type TransitionsConfig } from './saga-transitions.js';
+import type { Work } from './transactional.js';
+
+export interface SagaConsumerDeps {
+  readonly def: SagaDefinition;
+  readonly sagas: SagaStore;
+  readonly inbox: InboxStore;
+  readonly outbox: OutboxStore;
+  readonly graceMs: number;
+  readonly transitions: TransitionsConfig;
+  readonly logger: Logger;
+  readonly onApplied: (applied: readonly AppliedTransition[]) => void;
+}
+
+const OK: Outcome<void> = { ok: true, value: undefined };
+
+/** Codes a decision can reject with that are worth a later retry (the reply may beat its saga's commit). */
+const RETRYABLE_REJECTIONS = new Set(['UNKNOWN_SAGA']);
+
+/**
+ * The orchestrator's transaction over a batch of start messages and replies, per DESIGN.md §3:
+ * claim in the inbox, lock the sagas, decide, save, write the outbox - for all of them at once.
+ */
+export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
+  const { def, logger } = deps;
+  return async (tx, items, deletes) => {
+    const outcomes: Outcome<void>[] = items.map(() => OK);
+    const first = new Map<string, number>();
+    items.forEach((it, i) => {
+      if (!first.has(it.envelope.id)) first.set(it.envelope.id, i);
+    });
+    const claim = await deps.inbox.claim(
+      tx,
+      def.consumer,
+      [...first.values()].map((i) => ({ messageId: items[i]!.envelope.id, digest: items[i]!.digest })),
+    );
+    const work: { index: number; item: Inbound; sagaId: string }[] = [];
+    const release: string[] = [];
+    for (const [id, i] of first) {
+      const item = items[i]!;
+      if (claim.conflicts.has(id)) {
+        outcomes[i] = { ok: false, error: new PermanentError('ID_CONFLICT', `message id ${id} was seen before with a different body`) };
+        continue;
+      }
+      if (!claim.claimed.has(id)) {
+        logger.debug({ messageId: id, type: item.envelope.type }, 'duplicate delivery ignored');
+        continue;
+      }
+      const isStart = item.envelope.type === def.start.type;
+      const sagaId = isStart ? (item.envelope.sagaId ?? sagaIdFor(id)) : item.envelope.sagaId;
+      if (!sagaId) {
+        outcomes[i] = { ok: false, error: new PermanentError('INVALID_ENVELOPE', `${item.envelope.type} has no sagaId; replies must name their saga`) };
+        release.push(id);
+        continue;
+      }
+      work.push({ index: i, item, sagaId });
+    }
+    const loaded = await deps.sagas.lockMany(tx, work.map((w) => w.sagaId));
+    const tr = new SagaTransitions(deps.transitions, loaded);
+    for (const { index, item, sagaId } of work) {
+      const env = item.envelope;
+      const input: SagaInput =
+        env.type === def.start.type
+          ? { kind: 'start', sagaId, messageId: env.id, tenantId: env.tenantId, correlationId: env.correlationId, payload: item.payload }
+          : {
+              kind: 'reply',
+              messageId: env.id,
+              type: env.type,
+              tenantId: env.tenantId,
+              causationId: env.causationId,
+              headers: env.headers ?? {},
+              payload: item.payload,
+            };
+      const d = await tr.apply(tx, def, sagaId, input, { messageId: env.id });
+      const log = { sagaId, messageId: env.id, type: env.type, code: d.code };
+      if (d.outcome === 'rejected') {
+        const code = (d.code ?? 'INVALID_STATE') as ReasonCode;
+        outcomes[index] = {
+          ok: false,
+          error: RETRYABLE_REJECTIONS.has(code) ? new RetryableError(code, d.message ?? code) : new PermanentError(code, d.message ?? code),
+        };
+        release.push(env.id);
+        logger.warn(log, d.message ?? 'message rejected');
+      } else if (d.outcome === 'ignored') {
+        logger.info(log, d.message ?? 'message ignored');
+      } else if (d.code) {
+        logger.info(log, d.message ?? d.code);
+      }
+    }
+    await deps.inbox.release(tx, def.consumer, release);
+    const written = await writeBatch(
+      tx,
+      { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs },
+      { sagas: tr.sagaWrites(), steps: tr.stepWrites(), messages: tr.messages, deletes },
+    );
+    return { outcomes, written, committed: () => deps.onApplied(tr.applied) };
+  };
+}

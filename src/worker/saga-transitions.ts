@@ -1,0 +1,164 @@
+import type { Queryable } from '../db/db.js';
+import { errorMessage } from '../errors.js';
+import { encodeEnvelope, type Envelope } from '../messages/envelope.js';
+import type { SagaDefinition } from '../saga/definition.js';
+import { decide, type Decision, type DecideContext, type EventIntent, type SagaInput } from '../saga/engine.js';
+import type { SagaInstance } from '../saga/state.js';
+import type { SagaWrite, StepRowWrite } from '../saga/store.js';
+import type { OutgoingMessage } from '../transport/transport.js';
+
+export type EventsMode = 'all' | 'terminal' | 'none';
+const TERMINAL_EVENTS = new Set(['SagaCompleted', 'SagaCompensated', 'SagaFailed']);
+
+export interface TransitionsConfig {
+  readonly eventsTopic: string;
+  readonly events: EventsMode;
+  readonly decide: DecideContext;
+}
+
+export interface AppliedTransition {
+  readonly sagaId: string;
+  readonly decision: Decision;
+}
+
+/**
+ * Accumulates the transitions of many inputs (messages, timers, operator actions) over the sagas
+ * of one transaction, in order, so that several messages for the same saga in one batch see each
+ * other's effects, then yields the writes for one round trip. Local steps run here, inside the
+ * transaction and a savepoint, because their writes must commit with the step.
+ */
+export class SagaTransitions {
+  readonly #instances: Map<string, SagaInstance>;
+  readonly #readVersion = new Map<string, number | null>();
+  readonly #wake = new Map<string, number | null | undefined>();
+  readonly #steps = new Map<string, StepRowWrite>();
+  readonly messages: OutgoingMessage[] = [];
+  readonly applied: AppliedTransition[] = [];
+
+  constructor(
+    private readonly cfg: TransitionsConfig,
+    loaded: ReadonlyMap<string, SagaInstance>,
+  ) {
+    this.#instances = new Map(loaded);
+    for (const [id, inst] of loaded) this.#readVersion.set(id, inst.version);
+  }
+
+  instance(id: string): SagaInstance | null {
+    return this.#instances.get(id) ?? null;
+  }
+
+  /**
+   * Decides `input` for saga `sagaId` and records the result. Runs local steps (and feeds their
+   * results back) until the saga waits on something outside this transaction.
+   */
+  async apply(
+    tx: Queryable,
+    def: SagaDefinition,
+    sagaId: string,
+    input: SagaInput,
+    cause: { messageId: string | undefined },
+  ): Promise<Decision> {
+    let decision = decide(def, this.instance(sagaId), input, this.cfg.decide);
+    const first = decision;
+    for (;;) {
+      if (decision.outcome !== 'applied' || !decision.instance) return first === decision ? decision : first;
+      this.#record(def, decision, cause);
+      const run = decision.runLocal;
+      if (!run) return first;
+      const result = await runLocal(tx, def, decision.instance, run);
+      decision = decide(def, decision.instance, { kind: 'local-result', seq: run.seq, ...result }, this.cfg.decide);
+    }
+  }
+
+  #record(def: SagaDefinition, d: Decision, cause: { messageId: string | undefined }): void {
+    const inst = d.instance!;
+    if (!this.#readVersion.has(inst.id)) this.#readVersion.set(inst.id, null);
+    this.#instances.set(inst.id, inst);
+    if (d.wake !== undefined) this.#wake.set(inst.id, d.wake === null ? null : d.wake.delayMs);
+    for (const s of d.steps) {
+      const key = `${inst.id}:${s.seq}`;
+      const prev = this.#steps.get(key);
+      this.#steps.set(key, prev ? { ...prev, ...s, sagaId: inst.id, started: prev.started || s.started } : { ...s, sagaId: inst.id });
+    }
+    const occurredAt = new Date().toISOString();
+    const causationId = cause.messageId ?? `${inst.id}:v${inst.version}`;
+    for (const c of d.commands) {
+      const env: Envelope = {
+        id: c.id,
+        type: c.message.type,
+        schemaVersion: c.message.version,
+        tenantId: inst.tenantId,
+        correlationId: inst.state.correlationId,
+        causationId,
+        sagaId: inst.id,
+        replyTo: def.topic,
+        occurredAt,
+        headers: c.headers,
+        payload: c.payload,
+      };
+      this.messages.push({ topic: c.message.topic!, key: inst.id, id: c.id, type: c.message.type, body: encodeEnvelope(env) });
+    }
+    for (const e of d.events) {
+      if (!this.#publishes(e)) continue;
+      const env: Envelope = {
+        id: e.id,
+        type: e.type,
+        schemaVersion: 1,
+        tenantId: inst.tenantId,
+        correlationId: inst.state.correlationId,
+        causationId,
+        sagaId: inst.id,
+        occurredAt,
+        payload: { ...e.payload, status: inst.status, version: inst.version },
+      };
+      this.messages.push({ topic: this.cfg.eventsTopic, key: inst.id, id: e.id, type: e.type, body: encodeEnvelope(env) });
+    }
+    this.applied.push({ sagaId: inst.id, decision: d });
+  }
+
+  #publishes(e: EventIntent): boolean {
+    if (this.cfg.events === 'all') return true;
+    if (this.cfg.events === 'none') return false;
+    return TERMINAL_EVENTS.has(e.type);
+  }
+
+  sagaWrites(): SagaWrite[] {
+    const out: SagaWrite[] = [];
+    for (const [id, readVersion] of this.#readVersion) {
+      const instance = this.#instances.get(id)!;
+      if (readVersion !== null && instance.version === readVersion) continue; // untouched
+      out.push({ instance, readVersion, wakeDelayMs: this.#wake.get(id) });
+    }
+    return out;
+  }
+
+  stepWrites(): StepRowWrite[] {
+    return [...this.#steps.values()];
+  }
+}
+
+async function runLocal(
+  tx: Queryable,
+  def: SagaDefinition,
+  inst: SagaInstance,
+  run: NonNullable<Decision['runLocal']>,
+): Promise<{ ok: true; value: unknown } | { ok: false; error: string }> {
+  const step = def.step(run.step)!;
+  const action = run.phase === 'forward' ? step.forward : step.compensation!;
+  // A savepoint keeps a failed local step's partial writes out of the batch's transaction.
+  await tx.query('SAVEPOINT sagaflow_local');
+  try {
+    const value = await action.run!({
+      sagaId: inst.id,
+      data: inst.data,
+      tx,
+      attempt: run.attempt,
+      kept: inst.state.kept[run.step],
+    });
+    await tx.query('RELEASE SAVEPOINT sagaflow_local');
+    return { ok: true, value: value === undefined ? null : value };
+  } catch (err) {
+    await tx.query('ROLLBACK TO SAVEPOINT sagaflow_local');
+    return { ok: false, error: errorMessage(err) };
+  }
+}

@@ -1,0 +1,143 @@
+import type { Db } from '../db/db.js';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { OutboxDispatcher } from '../outbox/dispatcher.js';
+import type { OutboxStore } from '../outbox/store.js';
+import type { SagaDefinition } from '../saga/definition.js';
+import type { SagaStore } from '../saga/store.js';
+import { writeBatch } from './batch-write.js';
+import { SagaTransitions, type AppliedTransition, type TransitionsConfig } from './saga-transitions.js';
+
+export interface TimerOptions {
+  readonly batchSize?: number;
+  /** Fallback poll for timers set by other workers that died; 0 disables it. Default 30 s. */
+  readonly fallbackPollMs?: number;
+}
+
+/**
+ * Fires saga timers (step timeouts, retry back-offs). Due times live in `sagas.wake_at`, set and
+ * compared with the database clock, so a skewed worker clock changes nothing and a timer that fell
+ * due while every worker was down fires once after restart. No long setTimeout holds a deadline:
+ * the local timer only says when to look next, and is capped so 24.8-day overflow cannot happen.
+ */
+export class TimerService {
+  #timer: NodeJS.Timeout | undefined;
+  #timerAt = Infinity;
+  #poll: NodeJS.Timeout | undefined;
+  #running: Promise<void> | undefined;
+  #again = false;
+  #stopped = true;
+  readonly #types: string[];
+  fired = 0;
+
+  constructor(
+    private readonly deps: {
+      db: Db;
+      sagas: SagaStore;
+      outbox: OutboxStore;
+      defs: ReadonlyMap<string, SagaDefinition>;
+      transitions: TransitionsConfig;
+      dispatcher: OutboxDispatcher;
+      graceMs: number;
+      logger: Logger;
+      onApplied: (applied: readonly AppliedTransition[]) => void;
+    },
+    private readonly opts: TimerOptions = {},
+  ) {
+    this.#types = [...deps.defs.keys()];
+  }
+
+  start(): void {
+    this.#stopped = false;
+    const poll = this.opts.fallbackPollMs ?? 30_000;
+    if (poll > 0) {
+      this.#poll = setInterval(() => this.wakeIn(0), poll);
+      this.#poll.unref();
+    }
+    this.wakeIn(0);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    if (this.#poll) clearInterval(this.#poll);
+    this.#timer = undefined;
+    await this.#running;
+  }
+
+  /** Look again in `delayMs` (a committed transition set a wake time; an earlier look wins). */
+  wakeIn(delayMs: number): void {
+    if (this.#stopped) return;
+    // Cap the local wait: setTimeout overflows past 2^31 ms, and a minute is cheap.
+    const delay = Math.min(Math.max(0, delayMs), 60_000);
+    const at = Date.now() + delay;
+    if (this.#timer && at >= this.#timerAt) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timerAt = at;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#timerAt = Infinity;
+      this.#kick();
+    }, delay);
+  }
+
+  #kick(): void {
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#running = this.#loop()
+      .catch((err: unknown) => {
+        this.deps.logger.warn({ err: errorMessage(err) }, 'timer round failed; retrying');
+        this.wakeIn(1000);
+      })
+      .finally(() => {
+        this.#running = undefined;
+        if (this.#again && !this.#stopped) {
+          this.#again = false;
+          this.#kick();
+        }
+      });
+  }
+
+  async #loop(): Promise<void> {
+    const size = this.opts.batchSize ?? 200;
+    for (;;) {
+      if (this.#stopped) return;
+      const n = await this.#round(size);
+      if (n < size) break;
+    }
+    const next = await this.deps.sagas.nextWakeInMs(this.deps.db, this.#types);
+    if (next !== null) this.wakeIn(Math.max(next, 5));
+  }
+
+  async #round(size: number): Promise<number> {
+    const deletes = this.deps.dispatcher.takeDeletes();
+    let applied: readonly AppliedTransition[] = [];
+    let count = 0;
+    try {
+      const written = await this.deps.db.transaction(async (tx) => {
+        const due = await this.deps.sagas.claimDue(tx, size, this.#types);
+        count = due.length;
+        const tr = new SagaTransitions(this.deps.transitions, new Map(due.map((s) => [s.id, s])));
+        for (const saga of due) {
+          const d = await tr.apply(tx, this.deps.defs.get(saga.type)!, saga.id, { kind: 'timer' }, { messageId: undefined });
+          if (d.outcome !== 'applied') this.deps.logger.debug({ sagaId: saga.id, code: d.code }, 'timer ignored');
+        }
+        applied = tr.applied;
+        return writeBatch(
+          tx,
+          { sagas: this.deps.sagas, outbox: this.deps.outbox, graceMs: this.deps.graceMs },
+          { sagas: tr.sagaWrites(), steps: tr.stepWrites(), messages: tr.messages, deletes },
+        );
+      });
+      this.deps.dispatcher.dispatch(written);
+    } catch (err) {
+      this.deps.dispatcher.giveBack(deletes);
+      throw err;
+    }
+    this.fired += count;
+    this.deps.onApplied(applied);
+    return count;
+  }
+}

@@ -1,0 +1,247 @@
+import { EventEmitter } from 'node:events';
+import type { Db } from '../db/db.js';
+import { assertSchemaCurrent } from '../db/migrate.js';
+import { errorMessage } from '../errors.js';
+import { InboxStore } from '../inbox/store.js';
+import { MessageRegistry } from '../messages/message.js';
+import { DEFAULT_MAX_MESSAGE_BYTES } from '../messages/envelope.js';
+import { silentLogger, type Logger } from '../log.js';
+import { OutboxDispatcher } from '../outbox/dispatcher.js';
+import { OutboxRelay, type RelayOptions } from '../outbox/relay.js';
+import { OutboxStore } from '../outbox/store.js';
+import type { SagaDefinition } from '../saga/definition.js';
+import type { SagaStatus } from '../saga/state.js';
+import { SagaStore } from '../saga/store.js';
+import {
+  DEAD_LETTER_CONSUMER,
+  DEAD_LETTER_TOPIC,
+  DEFAULT_RETRY_POLICY,
+  type Handler,
+  type RetryPolicy,
+  type Subscription,
+  type Topology,
+  type Transport,
+} from '../transport/transport.js';
+import { Batcher } from './batcher.js';
+import { DeadLetterRecorder, type DeadLetterRecord } from './dead-letter-recorder.js';
+import { decodeDelivery, type Inbound } from './decode.js';
+import { validateModule, type SagaflowModule } from './module.js';
+import { participantWork } from './participant-consumer.js';
+import { sagaWork } from './saga-consumer.js';
+import type { AppliedTransition, EventsMode } from './saga-transitions.js';
+import { TimerService, type TimerOptions } from './timers.js';
+import { runTransactional, type Work } from './transactional.js';
+
+export type Role = 'all' | 'orchestrator' | 'participants';
+
+export interface WorkerOptions {
+  readonly schema?: string;
+  readonly role?: Role;
+  /** Messages per transaction at most. */
+  readonly maxBatch?: number;
+  /** Transactions in flight per consumer. */
+  readonly maxConcurrentBatches?: number;
+  readonly prefetch?: number;
+  readonly retry?: RetryPolicy;
+  readonly maxMessageBytes?: number;
+  readonly eventsTopic?: string;
+  readonly events?: EventsMode;
+  /** How long the relay leaves rows alone that this process publishes itself right after COMMIT. */
+  readonly outboxGraceMs?: number;
+  readonly relay?: RelayOptions;
+  readonly timers?: TimerOptions;
+  /** Inbox rows older than this are deleted (default 7 days): longer than any redelivery. */
+  readonly inboxRetentionMs?: number;
+  /** Move broker dead letters into Postgres (default true). */
+  readonly recordDeadLetters?: boolean;
+  /** Random source for back-off jitter. */
+  readonly random?: () => number;
+}
+
+export interface TransitionEvent {
+  readonly sagaId: string;
+  readonly sagaType: string;
+  readonly status: SagaStatus;
+  readonly version: number;
+  readonly code: string | undefined;
+}
+
+export interface WorkerEvents {
+  /** A saga transition committed. */
+  transition: [TransitionEvent];
+  /** A dead letter was stored in Postgres. */
+  deadLetter: [DeadLetterRecord];
+  /** Participant commands handled (committed). */
+  handled: [{ participant: string; count: number }];
+}
+
+export interface Worker {
+  start(): Promise<void>;
+  /** Graceful: stop consuming, let in-flight transactions finish and ack, publish what is pending. */
+  stop(): Promise<void>;
+  readonly events: EventEmitter<WorkerEvents>;
+  readonly relay: OutboxRelay;
+  stats(): WorkerStats;
+}
+
+export interface WorkerStats {
+  readonly batches: number;
+  readonly messages: number;
+  readonly timersFired: number;
+  readonly relayed: number;
+  readonly deadLettersRecorded: number;
+}
+
+export function createWorker(deps: {
+  db: Db;
+  transport: Transport;
+  module: SagaflowModule;
+  logger?: Logger;
+  options?: WorkerOptions;
+}): Worker {
+  const { db, transport, module: mod } = deps;
+  const o = deps.options ?? {};
+  const logger = deps.logger ?? silentLogger();
+  const schema = o.schema ?? 'sagaflow';
+  const role = o.role ?? 'all';
+  validateModule(mod);
+  const sagas = role === 'participants' ? [] : (mod.sagas ?? []);
+  const participants = role === 'orchestrator' ? [] : (mod.participants ?? []);
+  const sagaStore = new SagaStore(schema);
+  const inbox = new InboxStore(schema);
+  const outbox = new OutboxStore(schema);
+  const recorder = new DeadLetterRecorder(schema);
+  const events = new EventEmitter<WorkerEvents>();
+  const graceMs = o.outboxGraceMs ?? 10_000;
+  const maxBytes = o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  const relay = new OutboxRelay({ db, store: outbox, publisher: transport.publisher, logger }, o.relay);
+  const dispatcher = new OutboxDispatcher({
+    publisher: transport.publisher,
+    store: outbox,
+    db,
+    logger,
+    onLeftBehind: () => relay.wake(graceMs + 50),
+  });
+  const transitions = {
+    eventsTopic: o.eventsTopic ?? 'sagaflow.events',
+    events: o.events ?? 'all',
+    decide: { random: o.random ?? Math.random },
+  };
+  const defs = new Map<string, SagaDefinition>(sagas.map((s) => [s.name, s as SagaDefinition]));
+  let timers: TimerService | undefined;
+  const onApplied = (applied: readonly AppliedTransition[]) => {
+    let minWake = Infinity;
+    for (const a of applied) {
+      const inst = a.decision.instance!;
+      if (a.decision.wake) minWake = Math.min(minWake, a.decision.wake.delayMs);
+      events.emit('transition', { sagaId: inst.id, sagaType: inst.type, status: inst.status, version: inst.version, code: a.decision.code });
+    }
+    if (minWake !== Infinity) timers?.wakeIn(minWake);
+  };
+  if (defs.size > 0) {
+    timers = new TimerService({ db, sagas: sagaStore, outbox, defs, transitions, dispatcher, graceMs, logger, onApplied }, o.timers);
+  }
+
+  const subscriptions: Subscription[] = [];
+  const batchers: Batcher<Inbound, void>[] = [];
+  let deadLettersRecorded = 0;
+  let pruneTimer: NodeJS.Timeout | undefined;
+
+  function consumerHandler(registry: MessageRegistry, work: Work<Inbound>): Handler {
+    const batcher = new Batcher<Inbound, void>({
+      maxBatch: o.maxBatch ?? 64,
+      maxConcurrent: o.maxConcurrentBatches ?? 2,
+      run: (items) => runTransactional({ db, dispatcher, logger }, items, work),
+    });
+    batchers.push(batcher);
+    return async (delivery) => {
+      // Decoding and validation happen once, here, before any database work.
+      const item = decodeDelivery(delivery, registry, maxBytes);
+      await batcher.submit(item);
+    };
+  }
+
+  function topology(): Topology {
+    const all = mod.sagas ?? [];
+    const parts = mod.participants ?? [];
+    // The full module's topology, whatever this process's role: a queue must exist before its
+    // first message is published, even if its consumer starts later.
+    return {
+      topics: [
+        ...all.map((s) => ({ name: s.topic })),
+        ...parts.flatMap((p) => p.topics.map((t) => ({ name: t }))),
+        { name: transitions.eventsTopic, requireRoute: false },
+        { name: DEAD_LETTER_TOPIC },
+      ],
+      consumers: [
+        ...all.map((s) => ({ consumer: s.consumer, topics: [s.topic] })),
+        ...parts.map((p) => ({ consumer: p.consumer, topics: p.topics })),
+        { consumer: DEAD_LETTER_CONSUMER, topics: [DEAD_LETTER_TOPIC] },
+      ],
+    };
+  }
+
+  return {
+    events,
+    relay,
+    stats: () => ({
+      batches: batchers.reduce((n, b) => n + b.batches, 0),
+      messages: batchers.reduce((n, b) => n + b.items, 0),
+      timersFired: timers?.fired ?? 0,
+      relayed: relay.published,
+      deadLettersRecorded,
+    }),
+
+    async start() {
+      await assertSchemaCurrent(db, schema);
+      await transport.declare(topology());
+      const subOpts = { prefetch: o.prefetch ?? 512, retry: o.retry ?? DEFAULT_RETRY_POLICY };
+      for (const def of defs.values()) {
+        const work = sagaWork({ def, sagas: sagaStore, inbox, outbox, graceMs, transitions, logger, onApplied });
+        subscriptions.push(await transport.subscriber.subscribe([def.topic], def.consumer, consumerHandler(def.registry, work), subOpts));
+      }
+      for (const p of participants) {
+        const registry = new MessageRegistry([...p.handlers.values()].map((h) => h.message));
+        const work = participantWork({
+          participant: p,
+          inbox,
+          outbox,
+          sagas: sagaStore,
+          graceMs,
+          logger,
+          onHandled: (count) => events.emit('handled', { participant: p.name, count }),
+        });
+        subscriptions.push(await transport.subscriber.subscribe(p.topics, p.consumer, consumerHandler(registry, work), subOpts));
+      }
+      if (o.recordDeadLetters ?? true) {
+        const handler: Handler = async (d) => {
+          const rec = await recorder.record(db, d);
+          deadLettersRecorded++;
+          logger.warn({ messageId: rec.messageId, consumer: rec.consumer, reason: rec.reasonCode, error: rec.error }, 'dead letter recorded');
+          events.emit('deadLetter', rec);
+        };
+        subscriptions.push(await transport.subscriber.subscribe([DEAD_LETTER_TOPIC], DEAD_LETTER_CONSUMER, handler, subOpts));
+      }
+      await relay.start();
+      timers?.start();
+      if ((o.inboxRetentionMs ?? 0) >= 0) {
+        const retention = o.inboxRetentionMs ?? 7 * 24 * 3600_000;
+        pruneTimer = setInterval(() => {
+          inbox.prune(db, retention).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'inbox pruning failed'));
+        }, 10 * 60_000);
+        pruneTimer.unref();
+      }
+      logger.info({ role, sagas: [...defs.keys()], participants: participants.map((p) => p.name), transport: transport.features.name }, 'worker started');
+    },
+
+    async stop() {
+      if (pruneTimer) clearInterval(pruneTimer);
+      await Promise.allSettled(subscriptions.splice(0).map((s) => s.close()));
+      await Promise.allSettled(batchers.map((b) => b.idle()));
+      await timers?.stop();
+      await dispatcher.drain();
+      await relay.stop();
+      logger.info('worker stopped');
+    },
+  };
+}
