@@ -99,7 +99,7 @@ export async function migrate(db: Db, schema: string, opts: { logger?: Logger; m
           throw new SagaflowError('MIGRATION_FAILED', `migration ${m.version}_${m.name} failed: ${(err as Error).message}`, { cause: err });
         }
         applied.push(m.version);
-        opts.logger?.info({ schema, version: m.version, name: m.name }, 'migration applied');
+        opts.logger?.info({ schema, version: m.version, migration: m.name }, 'migration applied');
       }
       return { applied, current: newest };
     } finally {

@@ -1,0 +1,67 @@
+import { UsageError, errorMessage } from '../../errors.js';
+import { createTransport } from '../../transport/create.js';
+import { createWorker, type Role } from '../../worker/worker.js';
+import type { CliContext } from '../context.js';
+import { loadModule } from '../module-loader.js';
+
+const ROLES: readonly Role[] = ['all', 'orchestrator', 'participants'];
+
+/**
+ * Runs a worker until SIGTERM/SIGINT, then drains: stops consuming, lets in-flight transactions
+ * commit and ack, publishes what is pending, and exits 0. A second signal exits at once.
+ */
+export async function workerCommand(ctx: CliContext, opts: { module: string; role: string; name?: string }): Promise<void> {
+  if (!ROLES.includes(opts.role as Role)) throw new UsageError(`--role must be one of ${ROLES.join(', ')}, got ${opts.role}`);
+  const mod = await loadModule(opts.module, process.env);
+  const { config, logger } = ctx;
+  const db = ctx.db();
+  const transport = await createTransport(config, logger, { clientId: opts.name ?? `sagaflow-${opts.role}` });
+  const worker = createWorker({
+    db,
+    transport,
+    module: mod,
+    logger,
+    options: {
+      schema: config.schema,
+      role: opts.role as Role,
+      prefetch: config.prefetch,
+      maxBatch: config.maxBatch,
+      maxConcurrentBatches: config.concurrentBatches,
+      retry: config.retry,
+      maxMessageBytes: config.maxMessageBytes,
+      events: config.events,
+      eventsTopic: config.eventsTopic,
+      outboxGraceMs: config.outboxGraceMs,
+      relay: { fallbackPollMs: config.relayPollMs },
+    },
+  });
+  let stopping: Promise<void> | undefined;
+  let stopped!: () => void;
+  const done = new Promise<void>((resolve) => (stopped = resolve));
+  const stop = (signal: string) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting without draining');
+      process.exit(130);
+    }
+    logger.info({ signal }, 'draining');
+    stopping = (async () => {
+      await worker.stop();
+      await transport.close();
+    })().finally(stopped);
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  // A transport that can no longer recover (e.g. a crashed Kafka consumer) ends the process
+  // non-zero so its supervisor restarts it, instead of a live process that silently does nothing.
+  const fatal = (transport as { events?: { on(e: 'fatal', l: (err: unknown) => void): unknown } }).events;
+  let fatalError: unknown;
+  fatal?.on('fatal', (err) => {
+    fatalError = err;
+    logger.fatal({ err: errorMessage(err) }, 'transport failed for good');
+    stop('fatal');
+  });
+  await worker.start();
+  process.stdout.write(`${JSON.stringify({ event: 'worker-ready', role: opts.role, transport: config.transport, pid: process.pid })}\n`);
+  await done;
+  if (fatalError) throw new Error(`transport failed: ${errorMessage(fatalError)}`);
+}

@@ -1,0 +1,98 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command, CommanderError } from 'commander';
+import { packageRoot } from '../db/migrate.js';
+import { errorMessage } from '../errors.js';
+import { migrateCommand } from './commands/migrate.js';
+import { publishCommand } from './commands/publish.js';
+import { sagasList, sagasShow } from './commands/sagas.js';
+import { workerCommand } from './commands/worker.js';
+import { createContext, type CliContext } from './context.js';
+import { exitCodeFor } from './errors.js';
+
+/**
+ * The `sagaflow` command line. Configuration comes from the environment (see README), a few
+ * flags override it. Every failure prints one clear line and exits non-zero; no stack traces
+ * unless SAGAFLOW_DEBUG=1.
+ */
+const version = (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+
+function withContext<A extends unknown[]>(fn: (ctx: CliContext, ...args: A) => Promise<void>, appName?: string) {
+  return async (...args: A): Promise<void> => {
+    const globals = program.opts<{ schema?: string; transport?: string }>();
+    const ctx = createContext(globals, appName);
+    try {
+      await fn(ctx, ...args);
+    } finally {
+      await ctx.close();
+    }
+  };
+}
+
+const program = new Command('sagaflow')
+  .description('Saga orchestration worker on RabbitMQ or Kafka with PostgreSQL state')
+  .version(version)
+  .option('--schema <name>', 'Postgres schema for sagaflow tables (env SAGAFLOW_SCHEMA, default sagaflow)')
+  .option('--transport <name>', 'memory | rabbitmq | kafka (env SAGAFLOW_TRANSPORT)')
+  .showHelpAfterError('(run with --help for usage)')
+  .exitOverride();
+
+program
+  .command('migrate')
+  .description('apply missing migrations (safe to run from several processes at once)')
+  .option('--module <file>', 'also create the tables of this module (e.g. examples/order)')
+  .action(withContext((ctx, opts: { module?: string }) => migrateCommand(ctx, opts)));
+
+program
+  .command('worker')
+  .description('run the sagas and participants a module exports')
+  .requiredOption('--module <file>', 'module exporting sagas and participants (e.g. examples/order)')
+  .option('--role <role>', 'all | orchestrator | participants', 'all')
+  .option('--name <name>', 'client name shown by the broker')
+  .action(withContext((ctx, opts: { module: string; role: string; name?: string }) => workerCommand(ctx, opts), 'sagaflow-worker'));
+
+program
+  .command('publish <type>')
+  .description('publish messages of a type, validated against the module schemas')
+  .requiredOption('--module <file>', 'module that defines the message type')
+  .option('--data <json>', 'one payload as JSON')
+  .option('--file <ndjson>', 'one payload per line')
+  .option('--saga-id <uuid>', 'saga id for a single start message (default: derived from the message id)')
+  .option('--tenant <id>', 'tenant id (default "default")')
+  .option('--outbox', 'write through the outbox (a running worker relays it) instead of publishing directly')
+  .option('--json', 'print the result as JSON')
+  .action(withContext((ctx, type: string, opts) => publishCommand(ctx, type, opts)));
+
+const sagas = program.command('sagas').description('inspect sagas');
+sagas
+  .command('list')
+  .option('--status <status>', 'running | compensating | completed | compensated | failed')
+  .option('--type <type>', 'saga type')
+  .option('--limit <n>', 'at most n rows (newest first)', '20')
+  .option('--json', 'print JSON')
+  .action(withContext((ctx, opts) => sagasList(ctx, opts)));
+sagas
+  .command('show <id>')
+  .description('a saga with its step timeline (attempts, replies, errors)')
+  .option('--json', 'print JSON')
+  .action(withContext((ctx, id: string, opts) => sagasShow(ctx, id, opts)));
+
+async function main(argv: string[]): Promise<number> {
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Commander already printed its message (unknown option, missing argument, help, version).
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    process.stderr.write(`sagaflow: ${errorMessage(err)}\n`);
+    if (process.env.SAGAFLOW_DEBUG === '1' && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+    return exitCodeFor(err);
+  }
+}
+
+const code = await main(process.argv);
+process.exitCode = code;
+// Normally the process ends here by itself; if a library left a handle open, do not hang.
+setTimeout(() => process.exit(code), 3000).unref();
