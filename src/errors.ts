@@ -31,6 +31,10 @@ export type ReasonCode =
   | 'CONCURRENT_UPDATE'
   | 'INVALID_STATE'
   | 'NOT_FOUND'
+  | 'NEEDS_FORCE'
+  | 'UNEXPECTED_REPLY'
+  | 'UNAUTHORIZED'
+  | 'FORBIDDEN'
   | 'USAGE';
 
 export class SagaflowError extends Error {
@@ -80,6 +84,20 @@ export class SystemicError extends SagaflowError {
 /** Thrown for a bad command line, a bad config or a bad operator request: shown as-is, no stack. */
 export class UsageError extends SagaflowError {
   constructor(message: string, code: ReasonCode = 'USAGE') {
+    super(code, message, { retryable: false });
+  }
+}
+
+/** The thing an operator named does not exist (CLI exit 3, HTTP 404). */
+export class NotFoundError extends SagaflowError {
+  constructor(message: string) {
+    super('NOT_FOUND', message, { retryable: false });
+  }
+}
+
+/** An operator action that the target's state does not allow (CLI exit 4, HTTP 409). */
+export class RefusedError extends SagaflowError {
+  constructor(code: ReasonCode, message: string) {
     super(code, message, { retryable: false });
   }
 }

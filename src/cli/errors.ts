@@ -1,14 +1,8 @@
-import { SagaflowError } from '../errors.js';
-
-/** A lookup that found nothing: exit code 3, so scripts can tell "absent" from "broken". */
-export class NotFound extends SagaflowError {
-  constructor(message: string) {
-    super('NOT_FOUND', message);
-  }
-}
+import { RefusedError, SagaflowError } from '../errors.js';
 
 /** Exit codes: 0 ok, 1 failure, 2 bad usage or input, 3 not found, 4 refused (wrong state). */
 export function exitCodeFor(err: unknown): number {
+  if (err instanceof RefusedError) return 4;
   if (!(err instanceof SagaflowError)) return 1;
   switch (err.code) {
     case 'USAGE':
@@ -19,6 +13,7 @@ export function exitCodeFor(err: unknown): number {
     case 'NOT_FOUND':
       return 3;
     case 'INVALID_STATE':
+    case 'NEEDS_FORCE':
       return 4;
     default:
       return 1;

@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { packageRoot } from '../db/migrate.js';
 import { errorMessage } from '../errors.js';
 import { migrateCommand } from './commands/migrate.js';
+import { auditCommand, cancelCommand, deadLettersDiscard, deadLettersList, deadLettersRedrive, deadLettersShow, replayCommand } from './commands/operate.js';
 import { publishCommand } from './commands/publish.js';
 import { sagasList, sagasShow } from './commands/sagas.js';
 import { workerCommand } from './commands/worker.js';
@@ -76,6 +77,68 @@ sagas
   .description('a saga with its step timeline (attempts, replies, errors)')
   .option('--json', 'print JSON')
   .action(withContext((ctx, id: string, opts) => sagasShow(ctx, id, opts)));
+
+program
+  .command('replay [id]')
+  .description('resume a failed saga where it failed (or, with --status failed, every failed saga)')
+  .requiredOption('--module <file>', 'module that defines the saga')
+  .option('--from-step <step>', 're-run from this step (steps that succeeded need --force)')
+  .option('--force', 'allow re-running steps that already succeeded')
+  .option('--dry-run', 'print what would be sent and re-run, change nothing')
+  .option('--reason <text>', 'why (kept in the audit trail)')
+  .option('--status <status>', 'bulk: only "failed"')
+  .option('--type <type>', 'bulk: saga type')
+  .option('--since <time>', 'bulk: created since (ISO time or 30m, 2h, 1d)')
+  .option('--limit <n>', 'bulk: at most n sagas')
+  .option('--actor <name>', 'who, for the audit trail (default cli:<user>)')
+  .option('--json', 'print JSON')
+  .action(withContext((ctx, id: string | undefined, opts) => replayCommand(ctx, id, opts)));
+
+program
+  .command('cancel <id>')
+  .description('stop a running saga and compensate what it completed')
+  .requiredOption('--module <file>', 'module that defines the saga')
+  .option('--reason <text>', 'why (required, kept in the audit trail)')
+  .option('--dry-run', 'print what would happen, change nothing')
+  .option('--actor <name>', 'who, for the audit trail')
+  .option('--json', 'print JSON')
+  .action(withContext((ctx, id: string, opts) => cancelCommand(ctx, id, opts)));
+
+const dl = program.command('dead-letters').description('inspect and resolve dead-lettered messages');
+dl.command('list')
+  .option('--status <status>', 'new | redriven | discarded')
+  .option('--consumer <name>', 'consumer that gave up on it')
+  .option('--reason <code>', 'reason code, e.g. SCHEMA_INVALID')
+  .option('--type <type>', 'message type')
+  .option('--since <time>', 'last seen since (ISO time or 30m, 2h, 1d)')
+  .option('--limit <n>', 'at most n rows (newest first)', '20')
+  .option('--json', 'print JSON')
+  .action(withContext((ctx, opts) => deadLettersList(ctx, opts)));
+dl.command('show <id>')
+  .option('--json', 'print JSON')
+  .action(withContext((ctx, id: string, opts) => deadLettersShow(ctx, id, opts)));
+dl.command('redrive <id>')
+  .description('publish the message again to its original topic (same id: processed once)')
+  .option('--new-id', 'give it a new message id (a deliberate second processing)')
+  .option('--force', 'redrive a dead letter that was already redriven or discarded')
+  .option('--reason <text>', 'why (kept in the audit trail)')
+  .option('--dry-run', 'print what would be published')
+  .option('--actor <name>', 'who, for the audit trail')
+  .option('--json', 'print JSON')
+  .action(withContext((ctx, id: string, opts) => deadLettersRedrive(ctx, id, opts)));
+dl.command('discard <id>')
+  .option('--reason <text>', 'why (required)')
+  .option('--actor <name>', 'who, for the audit trail')
+  .option('--json', 'print JSON')
+  .action(withContext((ctx, id: string, opts) => deadLettersDiscard(ctx, id, opts)));
+
+program
+  .command('audit')
+  .description('operator actions, newest first')
+  .option('--target <id>', 'saga id or dead letter id')
+  .option('--limit <n>', 'at most n rows', '20')
+  .option('--json', 'print JSON')
+  .action(withContext((ctx, opts) => auditCommand(ctx, opts)));
 
 async function main(argv: string[]): Promise<number> {
   try {

@@ -39,7 +39,14 @@ export class OutboxRelay {
   published = 0;
 
   constructor(
-    private readonly deps: { db: Db; store: OutboxStore; publisher: Publisher; logger: Logger },
+    private readonly deps: {
+      db: Db;
+      store: OutboxStore;
+      publisher: Publisher;
+      logger: Logger;
+      /** Every NOTIFY on the outbox channel (operator actions also mean "look at your timers"). */
+      onNotification?: (payload: string) => void;
+    },
     private readonly opts: RelayOptions = {},
   ) {}
 
@@ -155,7 +162,10 @@ export class OutboxRelay {
     if (this.#stopped) return;
     try {
       const client = await this.deps.db.connectListener();
-      client.on('notification', () => this.wake(0));
+      client.on('notification', (n) => {
+        this.wake(0);
+        this.deps.onNotification?.(n.payload ?? '');
+      });
       client.on('error', () => {
         // The connection died: listen again (with a catch-up round, notifications may have been lost).
         if (this.#listener === client) this.#listener = undefined;

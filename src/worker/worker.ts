@@ -114,7 +114,11 @@ export function createWorker(deps: {
   const events = new EventEmitter<WorkerEvents>();
   const graceMs = o.outboxGraceMs ?? 10_000;
   const maxBytes = o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-  const relay = new OutboxRelay({ db, store: outbox, publisher: transport.publisher, logger }, o.relay);
+  let timers: TimerService | undefined;
+  const relay = new OutboxRelay(
+    { db, store: outbox, publisher: transport.publisher, logger, onNotification: (p) => p === 'operator' && timers?.wakeIn(0) },
+    o.relay,
+  );
   const dispatcher = new OutboxDispatcher({
     publisher: transport.publisher,
     store: outbox,
@@ -128,7 +132,6 @@ export function createWorker(deps: {
     decide: { random: o.random ?? Math.random },
   };
   const defs = new Map<string, SagaDefinition>(sagas.map((s) => [s.name, s as SagaDefinition]));
-  let timers: TimerService | undefined;
   const onApplied = (applied: readonly AppliedTransition[]) => {
     let minWake = Infinity;
     for (const a of applied) {

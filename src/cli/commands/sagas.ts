@@ -1,5 +1,4 @@
-import { NotFound } from '../errors.js';
-import { UsageError } from '../../errors.js';
+import { NotFoundError, UsageError } from '../../errors.js';
 import { SAGA_STATUSES, type SagaStatus } from '../../saga/state.js';
 import { SagaStore } from '../../saga/store.js';
 import type { CliContext } from '../context.js';
@@ -40,7 +39,7 @@ export async function sagasShow(ctx: CliContext, rawId: string, opts: { json?: b
   const store = new SagaStore(ctx.config.schema);
   const db = ctx.db();
   const saga = await store.get(db, id);
-  if (!saga) throw new NotFound(`no saga ${id}`);
+  if (!saga) throw new NotFoundError(`no saga ${id}`);
   const steps = await store.history(db, id);
   if (opts.json) return printJson({ ...saga, steps });
   const out = [
