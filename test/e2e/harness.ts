@@ -1,0 +1,273 @@
+/**
+ * End-to-end harness: real worker PROCESSES (`node bin/sagaflow.js worker ...`) talking through a
+ * real broker and a real Postgres, orders published from the test, faults injected from outside
+ * (SIGKILL, broker connection kills), and the RELIABILITY.md checker run at the end.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { inject } from 'vitest';
+import { exampleTables, migrateExample } from '../../examples/order/participants.js';
+import { makeOrders, publishOrders } from '../../examples/order/run.js';
+import { loadConfig } from '../../src/config.js';
+import { createDb, type Db } from '../../src/db/db.js';
+import { migrate } from '../../src/db/migrate.js';
+import { silentLogger } from '../../src/log.js';
+import { createTransport } from '../../src/transport/create.js';
+import type { Transport } from '../../src/transport/transport.js';
+import { uniqueName } from '../helpers/db.js';
+import { waitFor } from '../helpers/wait.js';
+
+export type BrokerKind = 'rabbitmq' | 'kafka';
+
+export interface E2EEnv {
+  readonly transport: BrokerKind;
+  readonly schema: string;
+  readonly exampleSchema: string;
+  readonly namespace: string;
+  readonly databaseUrl: string;
+  readonly amqpUrl: string;
+  readonly kafkaBrokers: string;
+  readonly logDir: string;
+  /** Environment for worker processes (and the in-test publisher). */
+  readonly vars: Record<string, string>;
+}
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+
+export function e2eEnv(transport: BrokerKind, extra: Record<string, string> = {}): E2EEnv {
+  const services = inject('services');
+  const schema = uniqueName('sf_e2e');
+  const exampleSchema = `${schema}_ex`;
+  const namespace = `${schema}.`;
+  const vars: Record<string, string> = {
+    DATABASE_URL: services.databaseUrl,
+    SAGAFLOW_SCHEMA: schema,
+    ORDER_EXAMPLE_SCHEMA: exampleSchema,
+    SAGAFLOW_TRANSPORT: transport,
+    SAGAFLOW_NAMESPACE: namespace,
+    AMQP_URL: services.amqpUrl,
+    KAFKA_BROKERS: services.kafkaBrokers,
+    LOG_LEVEL: 'warn',
+    // Short grace: after a SIGKILL the relay of a surviving or restarted worker republishes soon.
+    SAGAFLOW_OUTBOX_GRACE_MS: '2000',
+    SAGAFLOW_RELAY_POLL_MS: '2000',
+    SAGAFLOW_RETRY_DELAYS_MS: '100,500,1000',
+    SAGAFLOW_DB_POOL: '6',
+    ...extra,
+  };
+  return {
+    transport,
+    schema,
+    exampleSchema,
+    namespace,
+    databaseUrl: services.databaseUrl,
+    amqpUrl: services.amqpUrl,
+    kafkaBrokers: services.kafkaBrokers,
+    logDir: mkdtempSync(join(tmpdir(), `${schema}-`)),
+    vars,
+  };
+}
+
+export async function prepare(env: E2EEnv): Promise<Db> {
+  const db = createDb({ connectionString: env.databaseUrl, max: 4, applicationName: `${env.schema}-checker` });
+  await migrate(db, env.schema);
+  await migrateExample(db, env.exampleSchema);
+  return db;
+}
+
+export async function dropSchemas(db: Db, env: E2EEnv): Promise<void> {
+  if (process.env.SAGAFLOW_KEEP_SCHEMA === '1') return;
+  await db.query(`DROP SCHEMA IF EXISTS "${env.schema}" CASCADE`);
+  await db.query(`DROP SCHEMA IF EXISTS "${env.exampleSchema}" CASCADE`);
+}
+
+/** An in-test client of the same broker, for publishing orders and declaring topology. */
+export async function testTransport(env: E2EEnv): Promise<Transport> {
+  const config = loadConfig(env.vars);
+  return createTransport(config, silentLogger(), { clientId: `${env.schema}-test` });
+}
+
+export class WorkerProcess {
+  child: ChildProcess | undefined;
+  readonly logFile: string;
+  starts = 0;
+  #exit: Promise<number | null> | undefined;
+
+  constructor(
+    readonly env: E2EEnv,
+    readonly role: 'all' | 'orchestrator' | 'participants',
+    readonly name: string,
+    readonly extraVars: Record<string, string> = {},
+  ) {
+    this.logFile = join(env.logDir, `${name}.log`);
+  }
+
+  /** Starts the process and resolves when it printed its ready line (fails if it exits first). */
+  async start(timeoutMs = 60_000): Promise<void> {
+    this.starts++;
+    const log = createWriteStream(this.logFile, { flags: 'a' });
+    const child = spawn(process.execPath, [join(ROOT, 'bin/sagaflow.js'), 'worker', '--module', join(ROOT, 'examples/order'), '--role', this.role, '--name', this.name], {
+      cwd: ROOT,
+      env: { ...process.env, ...this.env.vars, ...this.extraVars },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child = child;
+    child.stderr!.pipe(log);
+    this.#exit = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+    await new Promise<void>((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => reject(new Error(`${this.name} not ready within ${timeoutMs} ms; log: ${this.logFile}`)), timeoutMs);
+      child.stdout!.on('data', (chunk: Buffer) => {
+        out += chunk.toString();
+        log.write(chunk);
+        if (out.includes('"worker-ready"')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`${this.name} exited with ${code} before it was ready; log tail:\n${this.tail()}`));
+      });
+    });
+  }
+
+  /** SIGKILL: no draining, no acks, no cleanup - a crash. */
+  async kill(): Promise<void> {
+    this.child?.kill('SIGKILL');
+    await this.#exit;
+  }
+
+  /** SIGTERM and wait: the graceful path; resolves with the exit code. */
+  async stop(timeoutMs = 30_000): Promise<number | null> {
+    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return this.child?.exitCode ?? null;
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child?.kill('SIGKILL'), timeoutMs);
+    const code = await this.#exit!;
+    clearTimeout(timer);
+    return code;
+  }
+
+  tail(lines = 30): string {
+    try {
+      return readFileSync(this.logFile, 'utf8').split('\n').slice(-lines).join('\n');
+    } catch {
+      return '';
+    }
+  }
+
+  log(): string {
+    try {
+      return readFileSync(this.logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+}
+
+export async function placeOrders(env: E2EEnv, transport: Transport, n: number, opts: { duplicate?: boolean; failEvery?: number } = {}): Promise<string[]> {
+  const orders = makeOrders(n, { runId: env.schema, failEvery: opts.failEvery ?? 10 });
+  if (!opts.duplicate) return publishOrders(transport.publisher, orders, { schema: env.schema });
+  // Forced duplicates: publish the identical messages twice (same ids, same bytes).
+  const sent: Parameters<Transport['publisher']['publish']>[0][number][] = [];
+  const recording = { publish: async (m: readonly (typeof sent)[number][]) => {
+    sent.push(...m);
+    await transport.publisher.publish(m);
+  }, close: async () => {} };
+  const ids = await publishOrders(recording, orders, { schema: env.schema });
+  await transport.publisher.publish(sent);
+  return ids;
+}
+
+export interface Counts {
+  running: number;
+  compensating: number;
+  completed: number;
+  compensated: number;
+  failed: number;
+}
+
+export async function statusCounts(db: Db, env: E2EEnv): Promise<Counts> {
+  const { rows } = await db.query<{ status: keyof Counts; n: number }>(`SELECT status, count(*)::int AS n FROM "${env.schema}".sagas GROUP BY status`);
+  const c: Counts = { running: 0, compensating: 0, completed: 0, compensated: 0, failed: 0 };
+  for (const r of rows) c[r.status] = r.n;
+  return c;
+}
+
+export async function waitAllTerminal(db: Db, env: E2EEnv, n: number, timeoutMs = 240_000, onProgress?: (c: Counts) => void): Promise<Counts> {
+  return waitFor(
+    `${n} sagas to end`,
+    async () => {
+      const c = await statusCounts(db, env);
+      onProgress?.(c);
+      return c;
+    },
+    (c) => c.completed + c.compensated + c.failed >= n && c.running === 0 && c.compensating === 0,
+    { timeoutMs, intervalMs: 250 },
+  );
+}
+
+/**
+ * The RELIABILITY.md checker for the order example: every saga terminal; every participant
+ * effect applied exactly once as its outcome requires (never twice); compensations in reverse
+ * order; saga versions contiguous with the transitions taken; nothing left in the outbox; no dead letters.
+ */
+export async function checkInvariants(db: Db, env: E2EEnv, expect: { sagas: number; completed: number; compensated: number }): Promise<string[]> {
+  const problems: string[] = [];
+  const s = `"${env.schema}"`;
+  const t = exampleTables(env.exampleSchema);
+  const c = await statusCounts(db, env);
+  if (c.completed !== expect.completed || c.compensated !== expect.compensated || c.failed !== 0 || c.running + c.compensating !== 0) {
+    problems.push(`status counts ${JSON.stringify(c)}, expected ${JSON.stringify(expect)}`);
+  }
+  const twice = await db.query<{ order_id: string; kind: string; n: number }>(
+    `SELECT order_id, kind, count(*)::int AS n FROM ${t.effects} GROUP BY 1, 2 HAVING count(*) > 1 LIMIT 10`,
+  );
+  if (twice.rows.length) problems.push(`effects applied more than once: ${JSON.stringify(twice.rows)}`);
+  const wrong = await db.query<{ status: string; kinds: string; n: number }>(
+    `WITH per_saga AS (
+       SELECT sg.status, coalesce(string_agg(e.kind, ',' ORDER BY e.kind), '') AS kinds
+       FROM ${s}.sagas sg LEFT JOIN ${t.effects} e ON e.order_id = sg.data->>'orderId'
+       GROUP BY sg.id, sg.status)
+     SELECT status, kinds, count(*)::int AS n FROM per_saga GROUP BY 1, 2 ORDER BY 1, 2`,
+  );
+  for (const r of wrong.rows) {
+    const want = r.status === 'completed' ? 'charge,reserve,ship' : r.status === 'compensated' ? 'charge,refund,release,reserve' : undefined;
+    if (r.kinds !== want) problems.push(`${r.n} ${r.status} saga(s) with effects [${r.kinds}], expected [${want}]`);
+  }
+  const order = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM ${s}.sagas sg WHERE sg.status = 'compensated' AND NOT EXISTS (
+       SELECT 1 FROM ${s}.saga_steps a JOIN ${s}.saga_steps b ON a.saga_id = b.saga_id
+       WHERE a.saga_id = sg.id AND a.kind = 'compensation' AND a.step_name = 'chargePayment' AND a.status = 'succeeded'
+         AND b.kind = 'compensation' AND b.step_name = 'reserveStock' AND b.status = 'succeeded' AND a.seq < b.seq)`,
+  );
+  if (order.rows[0]!.n > 0) problems.push(`${order.rows[0]!.n} compensated saga(s) not undone in reverse order`);
+  const versions = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM ${s}.sagas sg
+     WHERE sg.version <> 1 + (SELECT count(*) FROM ${s}.saga_steps st WHERE st.saga_id = sg.id AND st.status <> 'running')
+       -- a retry starts an attempt without finishing one; such sagas are checked by the engine tests
+       AND NOT EXISTS (SELECT 1 FROM ${s}.saga_steps st WHERE st.saga_id = sg.id AND st.attempt > 1)`,
+  );
+  if (versions.rows[0]!.n > 0) problems.push(`${versions.rows[0]!.n} saga(s) whose version does not match their finished step attempts (lost or doubled transition)`);
+  const outbox = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${s}.outbox`);
+  if (outbox.rows[0]!.n > 0) problems.push(`${outbox.rows[0]!.n} outbox row(s) never published`);
+  const dead = await db.query<{ reason_code: string; n: number }>(`SELECT reason_code, count(*)::int AS n FROM ${s}.dead_letters GROUP BY 1`);
+  if (dead.rows.length) problems.push(`dead letters: ${JSON.stringify(dead.rows)}`);
+  return problems;
+}
+
+/** Waits until the outbox is empty (the fast path and the relay caught up). */
+export async function waitOutboxDrained(db: Db, env: E2EEnv, timeoutMs = 60_000): Promise<void> {
+  await waitFor(
+    'the outbox to drain',
+    async () => (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${env.schema}".outbox`)).rows[0]!.n,
+    (n) => n === 0,
+    { timeoutMs, intervalMs: 200 },
+  );
+}
+
+export function unhandledErrors(workers: readonly WorkerProcess[]): string[] {
+  return workers.flatMap((w) => w.log().split('\n').filter((l) => /Unhandled 'error' event|UnhandledPromiseRejection|uncaughtException/.test(l)));
+}
