@@ -37,7 +37,7 @@ describe('defineSaga', () => {
   it('refuses a command without a topic and a start message without a topic', () => {
     const NoTopic = defineMessage({ type: 'D.NoTopic', schema: z.object({}) });
     expect(() => base().step('one', { command: NoTopic, payload: () => ({}), success: [Ok] })).toThrow(/must name a topic/);
-    expect(() => defineSaga({ name: 'x', start: NoTopic, data: () => ({}) }).step('one', step).build()).toThrow(/must name a topic/);
+    expect(() => defineSaga({ name: 'x', start: NoTopic, data: () => ({ n: 1 }) }).step('one', step).build()).toThrow(/must name a topic/);
   });
 
   it('refuses one type name standing for two schemas', () => {
@@ -48,7 +48,7 @@ describe('defineSaga', () => {
   });
 
   it('refuses bad names, no steps, bad retry and timeout settings', () => {
-    expect(() => defineSaga({ name: 'Bad Name', start: Start, data: () => ({}) }).step('one', step).build()).toThrow(/invalid saga name/);
+    expect(() => defineSaga({ name: 'Bad Name', start: Start, data: () => ({ n: 1 }) }).step('one', step).build()).toThrow(/invalid saga name/);
     expect(() => base().build()).toThrow(/at least one step/);
     expect(() => base().step('one', { ...step, retry: { maxAttempts: 0 } })).toThrow(/maxAttempts/);
     expect(() => base().step('one', { ...step, timeoutMs: -1 })).toThrow(/timeoutMs/);
