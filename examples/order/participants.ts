@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { defineParticipant, reply, type Db, type Queryable } from '../../src/index.js';
+import { defineParticipant, reply, type Db } from '../../src/index.js';
 import {
   ChargePayment,
   OrderShipped,
@@ -68,44 +68,39 @@ export async function migrateExample(db: Db, schema: string, skus = 10_000): Pro
   });
 }
 
-async function effect(tx: Queryable, table: string, orderId: string, kind: string): Promise<void> {
-  await tx.query(`INSERT INTO ${table} (order_id, kind) VALUES ($1, $2)`, [orderId, kind]);
-}
 
 export function orderParticipants(schema: string) {
   const t = exampleTables(schema);
 
+  // Each handler needs one or two round trips: a read that decides, and one statement with
+  // data-modifying CTEs for every write (business rows and the effects ledger together).
   const stock = defineParticipant('stock')
     .on(
       ReserveStock,
       async ({ payload, tx }) => {
-        const existing = await tx.query<{ reservation_id: string; status: string }>(
-          `SELECT reservation_id, status FROM ${t.reservations} WHERE order_id = $1`,
-          [payload.orderId],
-        );
-        const row = existing.rows[0];
-        if (row) return reply(StockReserved, { orderId: payload.orderId, reservationId: row.reservation_id });
-        if (payload.reject) return reply(StockRejected, { orderId: payload.orderId, reason: 'out of stock' });
-        // Sorted skus: concurrent transactions lock inventory rows in the same order (no deadlock).
         const items = mergeItems(payload.items);
-        const stockRows = await tx.query<{ sku: string; available: string }>(
-          `SELECT sku, available FROM ${t.inventory} WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE`,
-          [items.map((i) => i.sku)],
+        const skus = items.map((i) => i.sku);
+        // Sorted skus: concurrent transactions lock inventory rows in the same order (no deadlock).
+        const read = await tx.query<{ reservation_id: string | null; sku: string | null; available: string | null }>(
+          `SELECT r.reservation_id, NULL AS sku, NULL AS available FROM ${t.reservations} r WHERE r.order_id = $1
+           UNION ALL
+           SELECT NULL, i.sku, i.available::text FROM (SELECT sku, available FROM ${t.inventory} WHERE sku = ANY($2::text[]) ORDER BY sku FOR UPDATE) i`,
+          [payload.orderId, skus],
         );
-        const available = new Map(stockRows.rows.map((r) => [r.sku, Number(r.available)]));
+        const existing = read.rows.find((r) => r.reservation_id !== null);
+        if (existing) return reply(StockReserved, { orderId: payload.orderId, reservationId: existing.reservation_id! });
+        if (payload.reject) return reply(StockRejected, { orderId: payload.orderId, reason: 'out of stock' });
+        const available = new Map(read.rows.filter((r) => r.sku !== null).map((r) => [r.sku!, Number(r.available)]));
         const short = items.find((i) => (available.get(i.sku) ?? 0) < i.qty);
         if (short) return reply(StockRejected, { orderId: payload.orderId, reason: `not enough ${short.sku}` });
-        await tx.query(
-          `UPDATE ${t.inventory} i SET available = i.available - x.qty FROM unnest($1::text[], $2::int[]) AS x(sku, qty) WHERE i.sku = x.sku`,
-          [items.map((i) => i.sku), items.map((i) => i.qty)],
-        );
         const reservationId = randomUUID();
-        await tx.query(`INSERT INTO ${t.reservations} (order_id, reservation_id, items, status) VALUES ($1, $2, $3, 'reserved')`, [
-          payload.orderId,
-          reservationId,
-          JSON.stringify(items),
-        ]);
-        await effect(tx, t.effects, payload.orderId, 'reserve');
+        await tx.query(
+          `WITH inv AS (
+             UPDATE ${t.inventory} i SET available = i.available - x.qty FROM unnest($3::text[], $4::int[]) AS x(sku, qty) WHERE i.sku = x.sku),
+           res AS (INSERT INTO ${t.reservations} (order_id, reservation_id, items, status) VALUES ($1, $2, $5, 'reserved'))
+           INSERT INTO ${t.effects} (order_id, kind) VALUES ($1, 'reserve')`,
+          [payload.orderId, reservationId, skus, items.map((i) => i.qty), JSON.stringify(items)],
+        );
         return reply(StockReserved, { orderId: payload.orderId, reservationId });
       },
       [StockReserved, StockRejected],
@@ -113,19 +108,17 @@ export function orderParticipants(schema: string) {
     .on(
       ReleaseStock,
       async ({ payload, tx }) => {
-        const res = await tx.query<{ items: { sku: string; qty: number }[] }>(
-          `UPDATE ${t.reservations} SET status = 'released', released_at = now()
-           WHERE order_id = $1 AND status = 'reserved' RETURNING items`,
+        // Idempotent by state: only a reservation still 'reserved' is released (and logged) once.
+        await tx.query(
+          `WITH r AS (
+             UPDATE ${t.reservations} SET status = 'released', released_at = now()
+             WHERE order_id = $1 AND status = 'reserved' RETURNING order_id, items),
+           inv AS (
+             UPDATE ${t.inventory} i SET available = i.available + x.qty
+             FROM r, jsonb_to_recordset(r.items) AS x(sku text, qty int) WHERE i.sku = x.sku)
+           INSERT INTO ${t.effects} (order_id, kind) SELECT order_id, 'release' FROM r`,
           [payload.orderId],
         );
-        const items = res.rows[0]?.items;
-        if (items) {
-          await tx.query(
-            `UPDATE ${t.inventory} i SET available = i.available + x.qty FROM unnest($1::text[], $2::int[]) AS x(sku, qty) WHERE i.sku = x.sku`,
-            [items.map((i) => i.sku), items.map((i) => i.qty)],
-          );
-          await effect(tx, t.effects, payload.orderId, 'release');
-        }
         return reply(StockReleased, { orderId: payload.orderId });
       },
       [StockReleased],
@@ -136,18 +129,21 @@ export function orderParticipants(schema: string) {
     .on(
       ChargePayment,
       async ({ payload, tx }) => {
-        const existing = await tx.query<{ payment_id: string }>(`SELECT payment_id FROM ${t.payments} WHERE order_id = $1`, [payload.orderId]);
-        if (existing.rows[0]) return reply(PaymentCharged, { orderId: payload.orderId, paymentId: existing.rows[0].payment_id });
-        if (await outage(tx, t.settings)) return reply(PaymentUnavailable, { orderId: payload.orderId, reason: 'unavailable: payment gateway outage' });
+        const read = await tx.query<{ payment_id: string | null; outage: boolean }>(
+          `SELECT (SELECT payment_id FROM ${t.payments} WHERE order_id = $1) AS payment_id,
+                  coalesce((SELECT value = 'true'::jsonb FROM ${t.settings} WHERE key = 'payment_outage'), false) AS outage`,
+          [payload.orderId],
+        );
+        const { payment_id: existing, outage } = read.rows[0]!;
+        if (existing) return reply(PaymentCharged, { orderId: payload.orderId, paymentId: existing });
+        if (outage) return reply(PaymentUnavailable, { orderId: payload.orderId, reason: 'unavailable: payment gateway outage' });
         if (payload.decline) return reply(PaymentDeclined, { orderId: payload.orderId, reason: 'card declined' });
         const paymentId = randomUUID();
-        await tx.query(`INSERT INTO ${t.payments} (order_id, payment_id, customer_id, amount_cents, status) VALUES ($1, $2, $3, $4, 'charged')`, [
-          payload.orderId,
-          paymentId,
-          payload.customerId,
-          payload.amountCents,
-        ]);
-        await effect(tx, t.effects, payload.orderId, 'charge');
+        await tx.query(
+          `WITH p AS (INSERT INTO ${t.payments} (order_id, payment_id, customer_id, amount_cents, status) VALUES ($1, $2, $3, $4, 'charged'))
+           INSERT INTO ${t.effects} (order_id, kind) VALUES ($1, 'charge')`,
+          [payload.orderId, paymentId, payload.customerId, payload.amountCents],
+        );
         return reply(PaymentCharged, { orderId: payload.orderId, paymentId });
       },
       [PaymentCharged, PaymentDeclined, PaymentUnavailable],
@@ -155,10 +151,11 @@ export function orderParticipants(schema: string) {
     .on(
       RefundPayment,
       async ({ payload, tx }) => {
-        const res = await tx.query(`UPDATE ${t.payments} SET status = 'refunded', refunded_at = now() WHERE order_id = $1 AND status = 'charged'`, [
-          payload.orderId,
-        ]);
-        if ((res.rowCount ?? 0) > 0) await effect(tx, t.effects, payload.orderId, 'refund');
+        await tx.query(
+          `WITH p AS (UPDATE ${t.payments} SET status = 'refunded', refunded_at = now() WHERE order_id = $1 AND status = 'charged' RETURNING order_id)
+           INSERT INTO ${t.effects} (order_id, kind) SELECT order_id, 'refund' FROM p`,
+          [payload.orderId],
+        );
         return reply(PaymentRefunded, { orderId: payload.orderId });
       },
       [PaymentRefunded],
@@ -184,8 +181,11 @@ export function orderParticipants(schema: string) {
         if (existing.rows[0]) return reply(OrderShipped, { orderId: payload.orderId, trackingNumber: existing.rows[0].tracking_number });
         if (payload.fail) return reply(ShippingFailed, { orderId: payload.orderId, reason: 'address not deliverable' });
         const trackingNumber = `TRK-${randomUUID().slice(0, 8)}`;
-        await tx.query(`INSERT INTO ${t.shipments} (order_id, tracking_number) VALUES ($1, $2)`, [payload.orderId, trackingNumber]);
-        await effect(tx, t.effects, payload.orderId, 'ship');
+        await tx.query(
+          `WITH s AS (INSERT INTO ${t.shipments} (order_id, tracking_number) VALUES ($1, $2))
+           INSERT INTO ${t.effects} (order_id, kind) VALUES ($1, 'ship')`,
+          [payload.orderId, trackingNumber],
+        );
         return reply(OrderShipped, { orderId: payload.orderId, trackingNumber });
       },
       [OrderShipped, ShippingFailed],
@@ -200,9 +200,4 @@ function mergeItems(items: readonly { sku: string; qty: number }[]): { sku: stri
   const qty = new Map<string, number>();
   for (const i of items) qty.set(i.sku, (qty.get(i.sku) ?? 0) + i.qty);
   return [...qty].map(([sku, q]) => ({ sku, qty: q })).sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0));
-}
-
-async function outage(tx: Queryable, settings: string): Promise<boolean> {
-  const r = await tx.query<{ value: unknown }>(`SELECT value FROM ${settings} WHERE key = 'payment_outage'`);
-  return r.rows[0]?.value === true;
 }
