@@ -271,3 +271,32 @@ export async function waitOutboxDrained(db: Db, env: E2EEnv, timeoutMs = 60_000)
 export function unhandledErrors(workers: readonly WorkerProcess[]): string[] {
   return workers.flatMap((w) => w.log().split('\n').filter((l) => /Unhandled 'error' event|UnhandledPromiseRejection|uncaughtException/.test(l)));
 }
+
+export interface CliResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs `sagaflow <args>` as a user would, with the test's environment. */
+export function runCli(env: E2EEnv, args: readonly string[], extraVars: Record<string, string> = {}, timeoutMs = 60_000): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(ROOT, 'bin/sagaflow.js'), ...args], {
+      cwd: ROOT,
+      env: { ...process.env, ...env.vars, ...extraVars },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`sagaflow ${args.join(' ')} did not finish within ${timeoutMs} ms; stderr: ${stderr.slice(-2000)}`));
+    }, timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
