@@ -44,6 +44,8 @@ export const envSchema = z.object({
   SAGAFLOW_ADMIN_TOKENS: z.string().default(''),
   SAGAFLOW_ADMIN_HOST: z.string().default('127.0.0.1'),
   SAGAFLOW_ADMIN_PORT: int(0, 65535).default(8080),
+  /** Reliability testing only: publish every outgoing message twice. */
+  SAGAFLOW_FAULT_DUPLICATE_PUBLISH: z.enum(['0', '1']).default('0'),
 });
 
 export type Env = z.output<typeof envSchema>;
@@ -71,6 +73,7 @@ export interface Config {
   readonly adminTokens: readonly AdminToken[];
   readonly adminHost: string;
   readonly adminPort: number;
+  readonly faults: { readonly duplicatePublish: boolean };
 }
 
 export interface AdminToken {
@@ -121,6 +124,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     adminTokens: Object.freeze(parseAdminTokens(e.SAGAFLOW_ADMIN_TOKENS)),
     adminHost: e.SAGAFLOW_ADMIN_HOST,
     adminPort: e.SAGAFLOW_ADMIN_PORT,
+    faults: Object.freeze({ duplicatePublish: e.SAGAFLOW_FAULT_DUPLICATE_PUBLISH === '1' }),
   });
 }
 

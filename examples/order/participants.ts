@@ -109,16 +109,23 @@ export function orderParticipants(schema: string) {
       ReleaseStock,
       async ({ payload, tx }) => {
         // Idempotent by state: only a reservation still 'reserved' is released (and logged) once.
-        await tx.query(
+        const released = await tx.query<{ reservation_id: string }>(
           `WITH r AS (
              UPDATE ${t.reservations} SET status = 'released', released_at = now()
-             WHERE order_id = $1 AND status = 'reserved' RETURNING order_id, items),
+             WHERE order_id = $1 AND status = 'reserved' RETURNING order_id, reservation_id, items),
            inv AS (
              UPDATE ${t.inventory} i SET available = i.available + x.qty
-             FROM r, jsonb_to_recordset(r.items) AS x(sku text, qty int) WHERE i.sku = x.sku)
-           INSERT INTO ${t.effects} (order_id, kind) SELECT order_id, 'release' FROM r`,
+             FROM r, jsonb_to_recordset(r.items) AS x(sku text, qty int) WHERE i.sku = x.sku),
+           eff AS (INSERT INTO ${t.effects} (order_id, kind) SELECT order_id, 'release' FROM r)
+           SELECT reservation_id FROM r`,
           [payload.orderId],
         );
+        const found = released.rows[0]?.reservation_id;
+        if (found !== undefined && found !== payload.reservationId) {
+          // Data that does not add up is not something to paper over: throwing rolls the release
+          // back, and after its retries the command lands in the dead letters for a human.
+          throw new Error(`reservation mismatch for order ${payload.orderId}: asked to release ${payload.reservationId}, holding ${found}`);
+        }
         return reply(StockReleased, { orderId: payload.orderId });
       },
       [StockReleased],

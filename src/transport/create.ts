@@ -1,5 +1,6 @@
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
+import { withFaults } from './faults.js';
 import { MemoryTransport } from './memory.js';
 import type { Transport } from './transport.js';
 
@@ -8,6 +9,12 @@ import type { Transport } from './transport.js';
  * memory-transport process never loads amqplib or kafkajs.
  */
 export async function createTransport(config: Config, logger: Logger, overrides: { clientId?: string } = {}): Promise<Transport> {
+  const transport = await connect(config, logger, overrides);
+  if (config.faults.duplicatePublish) logger.warn('fault injection: every message is published twice');
+  return withFaults(transport, config.faults);
+}
+
+async function connect(config: Config, logger: Logger, overrides: { clientId?: string }): Promise<Transport> {
   switch (config.transport) {
     case 'memory':
       return new MemoryTransport();

@@ -167,8 +167,13 @@ export class WorkerProcess {
   }
 }
 
-export async function placeOrders(env: E2EEnv, transport: Transport, n: number, opts: { duplicate?: boolean; failEvery?: number } = {}): Promise<string[]> {
-  const orders = makeOrders(n, { runId: env.schema, failEvery: opts.failEvery ?? 10 });
+export async function placeOrders(
+  env: E2EEnv,
+  transport: Transport,
+  n: number,
+  opts: { duplicate?: boolean; failEvery?: number; runId?: string } = {},
+): Promise<string[]> {
+  const orders = makeOrders(n, { runId: opts.runId ?? env.schema, failEvery: opts.failEvery ?? 10 });
   if (!opts.duplicate) return publishOrders(transport.publisher, orders, { schema: env.schema });
   // Forced duplicates: publish the identical messages twice (same ids, same bytes).
   const sent: Parameters<Transport['publisher']['publish']>[0][number][] = [];
@@ -299,4 +304,54 @@ export function runCli(env: E2EEnv, args: readonly string[], extraVars: Record<s
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+/** rabbitmqctl with a deadline; its output as text. */
+export function rabbitmqctl(args: readonly string[], timeoutMs = 30_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('rabbitmqctl', [...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(new Error(`rabbitmqctl ${args.join(' ')} exited ${code}: ${err.slice(0, 500)}`));
+    });
+  });
+}
+
+/** Closes, broker side, every connection of this test's namespace (the workers' and the test's own). */
+export async function closeRabbitConnections(env: E2EEnv): Promise<number> {
+  const list = JSON.parse(await rabbitmqctl(['list_connections', 'pid', 'client_properties', '--formatter', 'json', '-q'])) as {
+    pid: string;
+    client_properties: unknown;
+  }[];
+  const ours = list.filter((c) => JSON.stringify(c.client_properties).includes(env.namespace));
+  for (const c of ours) await rabbitmqctl(['close_connection', c.pid, 'sagaflow e2e fault injection']).catch(() => undefined);
+  return ours.length;
+}
+
+/** Messages waiting in this namespace's queues (dead-letter and retry queues included). */
+export async function rabbitQueueDepths(env: E2EEnv): Promise<Record<string, number>> {
+  const list = JSON.parse(await rabbitmqctl(['list_queues', 'name', 'messages', '--formatter', 'json', '-q'])) as { name: string; messages: number }[];
+  return Object.fromEntries(list.filter((q) => q.name.startsWith(env.namespace)).map((q) => [q.name.slice(env.namespace.length), q.messages]));
+}
+
+/** Deletes the namespace's queues and exchanges so the broker does not fill up with test leftovers. */
+export async function cleanupRabbit(env: E2EEnv): Promise<void> {
+  const amqp = await import('amqplib');
+  const conn = await amqp.connect(env.amqpUrl);
+  try {
+    const queues = JSON.parse(await rabbitmqctl(['list_queues', 'name', '--formatter', 'json', '-q'])) as { name: string }[];
+    const exchanges = JSON.parse(await rabbitmqctl(['list_exchanges', 'name', '--formatter', 'json', '-q'])) as { name: string }[];
+    const ch = await conn.createChannel();
+    for (const q of queues.filter((x) => x.name.startsWith(env.namespace))) await ch.deleteQueue(q.name);
+    for (const x of exchanges.filter((e) => e.name.startsWith(env.namespace))) await ch.deleteExchange(x.name);
+    await ch.close();
+  } finally {
+    await conn.close();
+  }
 }
