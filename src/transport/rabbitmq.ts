@@ -1,0 +1,204 @@
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { Logger } from '../log.js';
+import { ConnectionManager, type ReconnectPolicy } from './rabbitmq/connection.js';
+import { Names } from './rabbitmq/names.js';
+import { ConfirmPublisher, type RawMessage } from './rabbitmq/publisher.js';
+import { RabbitSubscription } from './rabbitmq/subscription.js';
+import { TopologyRegistry, type QueueType } from './rabbitmq/topology.js';
+import {
+  DEFAULT_RETRY_POLICY,
+  PublishError,
+  standardHeaders,
+  type OutgoingMessage,
+  type Publisher,
+  type Subscriber,
+  type Subscription,
+  type Topology,
+  type Transport,
+  type TransportFeatures,
+} from './transport.js';
+
+export interface RabbitMqTransportOptions {
+  readonly url: string;
+  /** Prefix of every exchange and queue name, the dead-letter and retry ones included. Default ''. */
+  readonly namespace?: string;
+  /** Default 'quorum' (replicated, delivery limit, at-least-once dead-lettering). */
+  readonly queueType?: QueueType;
+  /** Unacked deliveries per consumer unless subscribe() says otherwise. Default 512. */
+  readonly prefetch?: number;
+  readonly logger: Logger;
+  /** AMQP heartbeat in seconds. Default 10. In amqplib 2.x, 0 disables heartbeats. */
+  readonly heartbeatSec?: number;
+  /** Longest wait for a publish confirm (and for a connection while disconnected). Default 15,000. */
+  readonly confirmTimeoutMs?: number;
+  /** Reconnect backoff. Default { initialDelayMs: 100, maxDelayMs: 10_000 }. */
+  readonly reconnect?: ReconnectPolicy;
+  /** Confirm channels used round-robin by publish(). Default 2. */
+  readonly publisherChannels?: number;
+  /** Quorum `x-delivery-limit`: a backstop against crash loops where the handler never settles. Default 20. */
+  readonly deliveryLimit?: number;
+  /** Shown by `rabbitmqctl list_connections client_properties`; default `sagaflow[:<namespace>]:<pid>:<random>`. */
+  readonly connectionName?: string;
+}
+
+export interface RabbitMqStats {
+  readonly reconnects: number;
+  /** Acks not sent because the delivering channel had closed (the broker redelivers those). */
+  readonly acksDropped: number;
+  readonly consumerRestarts: number;
+}
+
+/**
+ * The RabbitMQ transport plus what operators and tests observe. `events` emits 'connected',
+ * 'disconnected', 'reconnected', 'blocked', 'unblocked', 'consumer-cancelled' and
+ * 'consumer-restored'; never 'error' (an 'error' event without a listener would kill the process).
+ */
+export interface RabbitMqTransport extends Transport {
+  readonly events: EventEmitter;
+  readonly connectionName: string;
+  /** The names actually used on the broker for a topic / consumer (namespace applied). */
+  readonly names: Names;
+  stats(): RabbitMqStats;
+  /** Every exchange and queue declared through this transport so far. */
+  declaredNames(): { exchanges: string[]; queues: string[] };
+}
+
+/**
+ * Connects (failing fast if the broker is unreachable at start) and returns the transport.
+ *
+ * Topology: a durable fanout exchange per topic; a durable queue per consumer bound to its topics'
+ * exchanges; `<consumer>.retry.<ms>ms` queues that hold a failed message for a delay and then
+ * dead-letter it back to the consumer queue; the dead-letter exchange/queue for DEAD_LETTER_TOPIC.
+ * See rabbitmq/names.ts and rabbitmq/topology.ts.
+ */
+export async function createRabbitMqTransport(opts: RabbitMqTransportOptions): Promise<RabbitMqTransport> {
+  const namespace = opts.namespace ?? '';
+  const queueType: QueueType = opts.queueType ?? 'quorum';
+  const logger = opts.logger.child({ component: 'rabbitmq' });
+  const confirmTimeoutMs = opts.confirmTimeoutMs ?? 15_000;
+  const reconnect = opts.reconnect ?? { initialDelayMs: 100, maxDelayMs: 10_000 };
+  const defaultPrefetch = opts.prefetch ?? 512;
+  const connectionName = opts.connectionName ?? `sagaflow${namespace ? `:${namespace}` : ''}:${process.pid}:${randomBytes(4).toString('hex')}`;
+  const events = new EventEmitter();
+  const names = new Names(namespace);
+  const stats = { acksDropped: 0, consumerRestarts: 0 };
+  const subscriptions = new Set<RabbitSubscription>();
+  let closed = false;
+
+  const connection = new ConnectionManager({
+    url: opts.url,
+    heartbeatSec: opts.heartbeatSec ?? 10,
+    connectionName,
+    reconnect,
+    logger,
+    events,
+    onReconnected: async () => {
+      // Everything is durable, so after a mere connection loss the broker still has it; but after a
+      // broker reset or an operator's delete it may not. Re-declaring is idempotent and cheap.
+      try {
+        await topology.redeclareAll();
+      } finally {
+        for (const s of subscriptions) s.kick();
+      }
+    },
+  });
+  const publisher = new ConfirmPublisher({ connection, logger, channels: opts.publisherChannels ?? 2, confirmTimeoutMs });
+  const topology = new TopologyRegistry({
+    names,
+    queueType,
+    deliveryLimit: opts.deliveryLimit ?? 20,
+    connection,
+    logger,
+    timeoutMs: confirmTimeoutMs,
+    onExchange: (name) => publisher.markExchange(name),
+  });
+  await connection.start();
+
+  function toRaw(m: OutgoingMessage): RawMessage {
+    return {
+      id: m.id,
+      exchange: names.exchange(m.topic),
+      // Fanout ignores it; it shows in x-death records and the management UI.
+      routingKey: m.topic,
+      body: m.body,
+      options: {
+        persistent: true,
+        // mandatory: an unroutable message comes back as basic.return instead of being confirmed
+        // and dropped; topics declared requireRoute: false accept "nobody listens".
+        mandatory: !topology.isOptionalTopic(m.topic),
+        contentType: 'application/json',
+        messageId: m.id,
+        type: m.type,
+        headers: standardHeaders(m),
+      },
+    };
+  }
+
+  const pub: Publisher = {
+    publish: async (messages) => {
+      if (closed) {
+        throw new PublishError('the RabbitMQ transport is closed', { code: 'CHANNEL_CLOSED', retryable: true, failedIds: messages.map((m) => m.id) });
+      }
+      await publisher.send(messages.map(toRaw));
+    },
+    close: () => publisher.close(),
+  };
+
+  const sub: Subscriber = {
+    subscribe: async (topics, consumer, handler, subOpts): Promise<Subscription> => {
+      if (closed) throw new Error('the RabbitMQ transport is closed');
+      const s = new RabbitSubscription(
+        { connection, topology, publisher, names, logger, events, reconnect, timeoutMs: confirmTimeoutMs, stats },
+        topics,
+        consumer,
+        handler,
+        subOpts?.prefetch ?? defaultPrefetch,
+        subOpts?.retry ?? DEFAULT_RETRY_POLICY,
+      );
+      await s.start();
+      subscriptions.add(s);
+      // The Subscription handed out stays valid across reconnects; closing it forgets it here.
+      return {
+        close: async () => {
+          subscriptions.delete(s);
+          await s.close();
+        },
+      };
+    },
+    close: async () => {
+      const all = [...subscriptions];
+      subscriptions.clear();
+      await Promise.allSettled(all.map((s) => s.close()));
+    },
+  };
+
+  const features: TransportFeatures = {
+    name: 'rabbitmq',
+    // One queue, many consumers and a prefetch window: no per-key order.
+    orderedByKey: false,
+    // Only quorum queues have x-delivery-limit; a classic queue redelivers a crashing message forever.
+    brokerDeliveryLimit: queueType === 'quorum',
+    durable: true,
+  };
+
+  return {
+    features,
+    publisher: pub,
+    subscriber: sub,
+    events,
+    connectionName,
+    names,
+    declare: (t: Topology) => topology.declare(t),
+    declaredNames: () => topology.declaredNames(),
+    stats: () => ({ reconnects: connection.reconnects, ...stats }),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      // Consumers first (their in-flight handlers may still publish retries), then publishes.
+      await sub.close();
+      await publisher.close();
+      await connection.close();
+    },
+  };
+}
