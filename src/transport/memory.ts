@@ -1,5 +1,6 @@
 import { classifyError, errorMessage } from '../errors.js';
 import {
+  DEAD_LETTER_CONSUMER,
   DEAD_LETTER_TOPIC,
   DEFAULT_RETRY_POLICY,
   PublishError,
@@ -30,7 +31,9 @@ interface Queued {
 class ConsumerQueue {
   readonly items: Queued[] = [];
   readonly topics = new Set<string>();
-  active: ActiveSubscription | undefined;
+  /** Competing consumers of this queue: each message goes to one of them, round-robin. */
+  readonly subs: ActiveSubscription[] = [];
+  next = 0;
   constructor(readonly name: string) {}
 }
 
@@ -48,8 +51,9 @@ class ActiveSubscription implements Subscription {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.queue.active === this) this.queue.active = undefined;
-    await Promise.allSettled([...this.settled]);
+    const i = this.queue.subs.indexOf(this);
+    if (i >= 0) this.queue.subs.splice(i, 1);
+    while (this.settled.size > 0) await Promise.allSettled([...this.settled]);
   }
 }
 
@@ -77,13 +81,15 @@ export class MemoryTransport implements Transport {
   readonly subscriber: Subscriber = {
     subscribe: (topics, consumer, handler, opts) => this.#subscribe(topics, consumer, handler, opts),
     close: async () => {
-      for (const q of this.#queues.values()) await q.active?.close();
+      for (const q of this.#queues.values()) await Promise.allSettled([...q.subs].map((sub) => sub.close()));
     },
   };
 
   constructor(opts: MemoryTransportOptions = {}) {
     this.#retryDelayFactor = opts.retryDelayFactor ?? 1;
-    this.#bind(DEAD_LETTER_TOPIC, this.#queue(DEAD_LETTER_TOPIC));
+    // The dead-letter queue is the recorder's queue, as on the brokers: bound from the start so a
+    // dead letter is kept even before the recorder subscribes.
+    this.#bind(DEAD_LETTER_TOPIC, this.#queue(DEAD_LETTER_CONSUMER));
   }
 
   async declare(topology: Topology): Promise<void> {
@@ -170,20 +176,19 @@ export class MemoryTransport implements Transport {
   async #subscribe(topics: readonly string[], consumer: string, handler: Handler, opts?: SubscribeOptions): Promise<Subscription> {
     const q = this.#queue(consumer);
     for (const t of topics) this.#bind(t, q);
-    if (q.active && !q.active.closed) throw new Error(`consumer ${consumer} already has a subscriber in this memory transport`);
     const sub = new ActiveSubscription(this, q, handler, {
       prefetch: opts?.prefetch ?? 256,
       retry: opts?.retry ?? DEFAULT_RETRY_POLICY,
     });
-    q.active = sub;
+    q.subs.push(sub);
     this.#pump(q);
     return sub;
   }
 
   #pump(q: ConsumerQueue): void {
-    const sub = q.active;
-    if (!sub || sub.closed) return;
-    while (sub.inFlight < sub.opts.prefetch && q.items.length > 0) {
+    while (q.items.length > 0) {
+      const sub = this.#nextWithRoom(q);
+      if (!sub) return;
       const item = q.items.shift()!;
       sub.inFlight++;
       const p = this.#run(sub, item.delivery).finally(() => {
@@ -193,6 +198,18 @@ export class MemoryTransport implements Transport {
       });
       sub.settled.add(p);
     }
+  }
+
+  /** Round-robin over the queue's open subscriptions that have prefetch room left. */
+  #nextWithRoom(q: ConsumerQueue): ActiveSubscription | undefined {
+    for (let i = 0; i < q.subs.length; i++) {
+      const sub = q.subs[(q.next + i) % q.subs.length]!;
+      if (!sub.closed && sub.inFlight < sub.opts.prefetch) {
+        q.next = (q.next + i + 1) % q.subs.length;
+        return sub;
+      }
+    }
+    return undefined;
   }
 
   async #run(sub: ActiveSubscription, d: Delivery): Promise<void> {
