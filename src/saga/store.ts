@@ -182,8 +182,14 @@ export class SagaStore {
     if (f.type) where.push(`saga_type = $${values.push(f.type)}`);
     if (f.since) where.push(`created_at >= $${values.push(f.since)}`);
     if (f.before) {
-      // keyset pagination on (created_at, id), newest first
-      where.push(`(created_at, id) < ($${values.push(f.before.createdAt)}, $${values.push(f.before.id)}::uuid)`);
+      // keyset pagination on (created_at, id), newest first.
+      // Fix (admin HTTP work): created_at has microseconds but a JS Date only milliseconds, so
+      // comparing against the Date dropped every row of the page boundary's millisecond (a whole
+      // batch shares one now()). Use the boundary row's exact created_at; the Date is the fallback
+      // for a boundary row that no longer exists.
+      const createdAt = `$${values.push(f.before.createdAt)}::timestamptz`;
+      const id = `$${values.push(f.before.id)}::uuid`;
+      where.push(`(created_at, id) < (coalesce((SELECT b.created_at FROM ${this.sagas} b WHERE b.id = ${id}), ${createdAt}), ${id})`);
     }
     const { rows } = await db.query<SagaSummary>(
       `SELECT id, saga_type AS "type", status, reason, version, tenant_id AS "tenantId",
