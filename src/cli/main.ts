@@ -7,6 +7,7 @@ import { migrateCommand } from './commands/migrate.js';
 import { auditCommand, cancelCommand, deadLettersDiscard, deadLettersList, deadLettersRedrive, deadLettersShow, replayCommand } from './commands/operate.js';
 import { publishCommand } from './commands/publish.js';
 import { sagasList, sagasShow } from './commands/sagas.js';
+import { serveCommand } from './commands/serve.js';
 import { workerCommand } from './commands/worker.js';
 import { createContext, type CliContext } from './context.js';
 import { exitCodeFor } from './errors.js';
@@ -51,6 +52,14 @@ program
   .option('--role <role>', 'all | orchestrator | participants', 'all')
   .option('--name <name>', 'client name shown by the broker')
   .action(withContext((ctx, opts: { module: string; role: string; name?: string }) => workerCommand(ctx, opts), 'sagaflow-worker'));
+
+program
+  .command('serve')
+  .description('run the admin HTTP API (tokens from SAGAFLOW_ADMIN_TOKENS)')
+  .requiredOption('--module <file>', 'module that defines the sagas (replay and cancel decide with it)')
+  .option('--host <host>', 'address to listen on (env SAGAFLOW_ADMIN_HOST, default 127.0.0.1)')
+  .option('--port <port>', 'port, 0 for any free one (env SAGAFLOW_ADMIN_PORT, default 8080)')
+  .action(withContext((ctx, opts: { module: string; host?: string; port?: string }) => serveCommand(ctx, opts), 'sagaflow-admin'));
 
 program
   .command('publish <type>')

@@ -1,0 +1,59 @@
+import { assertSchemaCurrent } from '../../db/migrate.js';
+import { UsageError } from '../../errors.js';
+import { buildAdminServer } from '../../http/server.js';
+import type { CliContext } from '../context.js';
+import { loadModule } from '../module-loader.js';
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+/**
+ * `sagaflow serve`: the admin HTTP API on SAGAFLOW_ADMIN_HOST:SAGAFLOW_ADMIN_PORT (flags override),
+ * authenticated with SAGAFLOW_ADMIN_TOKENS. Prints one JSON line when it listens, and on
+ * SIGTERM/SIGINT stops accepting connections, lets requests in flight finish, and exits 0.
+ */
+export async function serveCommand(ctx: CliContext, opts: { module: string; host?: string; port?: string }): Promise<void> {
+  const { config, logger } = ctx;
+  const port = opts.port === undefined ? config.adminPort : parsePort(opts.port);
+  const host = opts.host ?? config.adminHost;
+  const mod = await loadModule(opts.module, process.env);
+  const db = ctx.db();
+  await assertSchemaCurrent(db, config.schema);
+  const app = buildAdminServer({
+    db,
+    schema: config.schema,
+    sagas: mod.sagas ?? [],
+    tokens: config.adminTokens,
+    logger,
+    transitions: { eventsTopic: config.eventsTopic, events: config.events, decide: { random: Math.random } },
+  });
+  if (!LOOPBACK.has(host)) {
+    logger.warn({ host }, 'admin API listens beyond loopback over plain HTTP: put a TLS-terminating proxy in front of it');
+  }
+
+  let closing: Promise<void> | undefined;
+  let closed!: () => void;
+  const done = new Promise<void>((resolve) => (closed = resolve));
+  const stop = (signal: string) => {
+    if (closing) {
+      logger.warn({ signal }, 'second signal: exiting without waiting for requests in flight');
+      process.exit(130);
+    }
+    logger.info({ signal }, 'admin API closing');
+    closing = app.close().then(closed, (err: unknown) => {
+      logger.error({ err: (err as Error).message }, 'admin API did not close cleanly');
+      closed();
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+
+  const url = await app.listen({ host, port });
+  process.stdout.write(`${JSON.stringify({ event: 'admin-ready', url, pid: process.pid, tokens: config.adminTokens.length })}\n`);
+  await done;
+}
+
+function parsePort(s: string): number {
+  const n = Number(s);
+  if (!/^\d{1,5}$/.test(s) || n > 65535) throw new UsageError(`--port must be an integer from 0 to 65535, got ${s}`);
+  return n;
+}

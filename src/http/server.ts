@@ -1,0 +1,180 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { AdminToken } from '../config.js';
+import type { Db } from '../db/db.js';
+import { UsageError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { AuditLog } from '../ops/audit.js';
+import { DeadLetterOperations } from '../ops/dead-letter-ops.js';
+import { SagaOperations } from '../ops/saga-ops.js';
+import type { SagaDefinition } from '../saga/definition.js';
+import { SagaStore } from '../saga/store.js';
+import type { TransitionsConfig } from '../worker/saga-transitions.js';
+import { TokenVerifier, authHook, type Principal, type Role } from './auth.js';
+import { HttpError, errorBody, sendError } from './errors.js';
+import { UUID } from './pagination.js';
+import { DEFAULT_RATE_LIMIT, RateLimiter, type RateLimitOptions } from './rate-limit.js';
+import { REQUEST_ID_HEADER, genRequestId, hasMalformedRequestId } from './request-id.js';
+import { auditRoutes } from './routes/audit.js';
+import { deadLetterRoutes } from './routes/dead-letters.js';
+import { sagaRoutes } from './routes/sagas.js';
+import type { RouteContext } from './shared.js';
+
+/**
+ * The admin HTTP API (JSON over Fastify): the operator actions of the CLI (list and show sagas,
+ * replay, cancel, dead letters, the audit trail) for dashboards and scripts.
+ *
+ *   GET  /healthz                          no auth; { ok: true } once the database answers
+ *   GET  /v1/sagas                         read   ?status&type&since&limit&cursor -> { items, nextCursor }
+ *   GET  /v1/sagas/:id                     read   the saga with its step history (`steps`)
+ *   POST /v1/sagas/:id/replay              admin  { fromStep?, force?, dryRun?, reason? } -> { outcome, plan, auditId }
+ *   POST /v1/sagas/replay                  admin  { status: 'failed', type?, since?, limit?, dryRun?, reason? } -> { results, summary }
+ *   POST /v1/sagas/:id/cancel              admin  { reason, dryRun? }
+ *   GET  /v1/dead-letters                  read   ?status&consumer&reason&type&since&limit&cursor -> { items, nextCursor }
+ *   GET  /v1/dead-letters/:id              read
+ *   POST /v1/dead-letters/:id/redrive      admin  { newId?, force?, reason?, dryRun? }
+ *   POST /v1/dead-letters/:id/discard      admin  { reason }
+ *   GET  /v1/audit                         read   ?target&action&limit&cursor -> { items, nextCursor }
+ *
+ * Errors are `{ error: { code, message }, requestId }`: 400 bad input, 401 no/unknown token,
+ * 403 role too low, 404 unknown target, 409 the target's state refuses the action, 413 body too
+ * large, 429 rate limited, 503 database down, 500 anything else (details only in the log).
+ * Every answer carries `x-request-id`. Only bearer tokens authenticate (see auth.ts on CSRF).
+ *
+ * The function only builds the server; the caller listens (`sagaflow serve`) or injects (tests).
+ */
+export interface AdminServerDeps {
+  readonly db: Db;
+  readonly schema: string;
+  /** Saga definitions of the module: replay and cancel decide with them. */
+  readonly sagas: readonly SagaDefinition<any, any>[];
+  readonly tokens: readonly AdminToken[];
+  readonly logger: Logger;
+  readonly transitions?: TransitionsConfig;
+  /** Per-token request budget (default 120 at once, 20/s); false turns it off. */
+  readonly rateLimit?: RateLimitOptions | false;
+  /** Largest request body in bytes (default 64 KiB). */
+  readonly bodyLimit?: number;
+}
+
+const DEFAULT_TRANSITIONS: TransitionsConfig = { eventsTopic: 'sagaflow.events', events: 'all', decide: { random: Math.random } };
+
+export function buildAdminServer(deps: AdminServerDeps): FastifyInstance {
+  checkTokens(deps.tokens);
+  const logger = deps.logger.child({ component: 'admin-http' });
+  const app = Fastify({
+    // pino's Logger is a FastifyBaseLogger; typed as such so the instance is a plain FastifyInstance.
+    loggerInstance: logger as FastifyBaseLogger,
+    bodyLimit: deps.bodyLimit ?? 64 * 1024,
+    // genRequestId reads and validates x-request-id itself; Fastify must not take it unchecked.
+    requestIdHeader: false,
+    genReqId: genRequestId,
+    trustProxy: false,
+    requestTimeout: 120_000,
+    return503OnClosing: true,
+  });
+
+  const ctx: RouteContext = {
+    db: deps.db,
+    sagaStore: new SagaStore(deps.schema),
+    sagaOps: new SagaOperations({
+      db: deps.db,
+      schema: deps.schema,
+      sagas: deps.sagas,
+      transitions: deps.transitions ?? DEFAULT_TRANSITIONS,
+      logger,
+    }),
+    deadLetters: new DeadLetterOperations({ db: deps.db, schema: deps.schema, logger }),
+    audit: new AuditLog(deps.schema),
+    definitions: deps.sagas,
+  };
+
+  if (deps.tokens.length === 0) {
+    logger.warn('admin API: no tokens configured (SAGAFLOW_ADMIN_TOKENS); every /v1 request will be answered 401');
+  } else {
+    logger.info(
+      { tokens: deps.tokens.map((t) => ({ name: t.name, role: t.role })) },
+      'admin API: bearer-token authentication enabled',
+    );
+  }
+
+  // Only JSON bodies: a text/plain POST is a 415, not a string that happens to fail validation.
+  app.removeContentTypeParser('text/plain');
+  app.decorateRequest('principal', null);
+  app.setErrorHandler((err, request, reply) => sendError(request, reply, err));
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0]!.slice(0, 200);
+    return reply.code(404).send(errorBody(request.id, 'NOT_FOUND', `no route ${request.method} ${path}`));
+  });
+
+  app.addHook('onRequest', async (request) => {
+    if (hasMalformedRequestId(request.raw)) {
+      throw new HttpError(400, 'BAD_REQUEST', `${REQUEST_ID_HEADER} must be 1 to 128 characters of A-Z a-z 0-9 . _ -`, [
+        { path: REQUEST_ID_HEADER, message: 'malformed' },
+      ]);
+    }
+  });
+  app.addHook('onSend', async (request, reply, payload) => {
+    void reply.header(REQUEST_ID_HEADER, request.id);
+    void reply.header('cache-control', 'no-store');
+    void reply.header('x-content-type-options', 'nosniff');
+    return payload;
+  });
+
+  app.get('/healthz', async (request, reply) => {
+    try {
+      await deps.db.query('SELECT 1');
+      return { ok: true };
+    } catch (err) {
+      request.log.warn({ err: (err as Error).message }, 'health check: database unavailable');
+      return reply.code(503).send({ ok: false, ...errorBody(request.id, 'UNAVAILABLE', 'the database is unavailable') });
+    }
+  });
+
+  const limiter = deps.rateLimit === false ? undefined : new RateLimiter(deps.rateLimit ?? DEFAULT_RATE_LIMIT);
+  const onForbidden = async (request: FastifyRequest, principal: Principal, needed: Role): Promise<void> => {
+    const a = request.routeOptions.config.auditAs;
+    if (!a) return;
+    const id = (request.params as { id?: unknown }).id;
+    // Bulk routes have no single target ('*'); a malformed id is not worth an audit row.
+    const targetId = id === undefined ? '*' : typeof id === 'string' && (a.targetType === 'saga' ? UUID.test(id) : /^\d{1,18}$/.test(id)) ? id.toLowerCase() : undefined;
+    if (targetId === undefined) return;
+    try {
+      await ctx.audit.record(deps.db, {
+        actor: principal.name,
+        action: a.action,
+        targetType: a.targetType,
+        targetId,
+        requestId: request.id,
+        outcome: 'refused',
+        detail: { code: 'FORBIDDEN', role: principal.role, needed },
+      });
+    } catch (err) {
+      request.log.warn({ err: (err as Error).message }, 'could not audit a forbidden request');
+    }
+  };
+
+  void app.register(
+    async (v1) => {
+      v1.addHook('onRequest', authHook({ verifier: new TokenVerifier(deps.tokens), limiter, onForbidden }));
+      sagaRoutes(v1, ctx);
+      deadLetterRoutes(v1, ctx);
+      auditRoutes(v1, ctx);
+    },
+    { prefix: '/v1' },
+  );
+
+  return app;
+}
+
+function checkTokens(tokens: readonly AdminToken[]): void {
+  const names = new Set<string>();
+  const values = new Set<string>();
+  for (const t of tokens) {
+    if (t.role !== 'admin' && t.role !== 'read') throw new UsageError(`admin token ${t.name}: role must be admin or read`, 'CONFIG_INVALID');
+    if (t.token.length < 16) throw new UsageError(`admin token ${t.name} is shorter than 16 characters`, 'CONFIG_INVALID');
+    if (names.has(t.name)) throw new UsageError(`two admin tokens are named ${t.name}; names identify actors in the audit trail`, 'CONFIG_INVALID');
+    if (values.has(t.token)) throw new UsageError(`admin token ${t.name} has the same value as another token`, 'CONFIG_INVALID');
+    names.add(t.name);
+    values.add(t.token);
+  }
+}
