@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Queryable } from '../db/db.js';
 import { quoteSchema } from '../db/db.js';
 import type { Params } from '../db/params.js';
@@ -21,7 +22,11 @@ export class OutboxStore {
   readonly channel: string;
   constructor(readonly schema: string) {
     this.table = `${quoteSchema(schema)}.outbox`;
-    this.channel = `sagaflow_outbox_${schema}`;
+    // A channel name is an identifier: pg_notify() refuses one longer than 63 bytes ("channel name
+    // too long", so every enqueue would fail) and LISTEN silently truncates it. Schema names may be
+    // 63 characters, so long ones get a hash; short ones keep the name older processes listen on.
+    const channel = `sagaflow_outbox_${schema}`;
+    this.channel = channel.length <= 63 ? channel : `sagaflow_outbox_${createHash('sha256').update(schema).digest('hex').slice(0, 40)}`;
   }
 
   /**
