@@ -1,0 +1,606 @@
+import type { EventEmitter } from 'node:events';
+import type { Consumer, ConsumerCrashEvent, ConsumerFetchEvent, ConsumerGroupJoinEvent, EachBatchPayload, Kafka, Message } from 'kafkajs';
+import { classifyError, errorMessage } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import {
+  DEAD_LETTER_CONSUMER,
+  DEAD_LETTER_TOPIC,
+  deadLetterHeaders,
+  retryDelayMs,
+  type Delivery,
+  type Handler,
+  type RetryPolicy,
+  type Subscription,
+} from '../transport.js';
+import type { KafkaAdmin } from './admin.js';
+import { RETRY_ATTEMPT_HEADER, RETRY_DUE_HEADER, RETRY_TOPIC_HEADER, Fifo, retryDue, toDelivery } from './delivery.js';
+import { classifyProduceError } from './errors.js';
+import type { KafkaNames } from './names.js';
+import { PartitionState, type Task } from './partition.js';
+
+export interface KafkaSubscriptionStats {
+  /** Handler calls that resolved. */
+  handled: number;
+  /** Failed handler calls whose message went to a retry topic. */
+  retried: number;
+  /** Messages this transport produced to the dead-letter topic. */
+  deadLettered: number;
+  /** Successful OffsetCommit requests. */
+  commits: number;
+  /** consumer.events.CRASH, whether kafkajs restarted the consumer or not. */
+  crashes: number;
+  /** Consumers this transport re-created after kafkajs gave up on them. */
+  recreated: number;
+  /** Group joins (the first one and every rebalance). */
+  joins: number;
+}
+
+export interface SubscriptionSettings {
+  readonly prefetch: number;
+  readonly maxInFlightPerPartition: number;
+  readonly sessionTimeoutMs: number;
+  readonly heartbeatIntervalMs: number;
+  readonly maxWaitTimeMs: number;
+  readonly commitIntervalMs: number;
+  readonly maxConsumerRecreates: number;
+  readonly joinTimeoutMs: number;
+  /** Passed to kafkajs: whether a crashed consumer is restarted (default: kafkajs decides). */
+  readonly restartOnFailure?: (err: Error) => Promise<boolean>;
+}
+
+export interface SubscriptionDeps {
+  readonly names: KafkaNames;
+  readonly admin: KafkaAdmin;
+  readonly logger: Logger;
+  readonly events: EventEmitter;
+  readonly stats: KafkaSubscriptionStats;
+  readonly settings: SubscriptionSettings;
+  /** A Kafka client of its own per consumer: kafkajs shares committed-offset caches per client. */
+  newKafka(role: string): Kafka;
+  /** Produce one record with acks=all; rejects with the kafkajs error. */
+  produce(topic: string, message: Message): Promise<void>;
+  onClosed(sub: KafkaSubscription): void;
+}
+
+type Commit = EachBatchPayload['commitOffsetsIfNecessary'];
+
+/**
+ * One subscription = one kafkajs consumer in group `<ns><consumer>`, reading the consumer's topics
+ * AND its retry topics (`<ns><consumer>.retry.<ms>`, one per delay of its retry policy).
+ *
+ * Flow: `eachBatch` only dispatches. It hands each record to a per-key queue of its partition,
+ * resolves the offset (so kafkajs fetches on) and returns at once; it never waits for handlers.
+ * That matters with kafkajs: its fetch loop waits for every batch of a fetch before the next fetch,
+ * and heartbeats between batches (tulios/kafkajs#447), so a handler held inside eachBatch would
+ * stall every other partition and, past sessionTimeout, get the member thrown out. Here the fetch
+ * loop and heartbeats keep going whatever the handlers do. Backpressure: a partition with
+ * `maxInFlightPerPartition` unfinished records, or a subscription with `prefetch`, is paused
+ * (`pause()`; its unresolved records are fetched again after `resume()`).
+ *
+ * Order: handlers of one key run one at a time, in offset order; different keys of one partition run
+ * concurrently. Offsets are committed explicitly (autoCommit off) every `commitIntervalMs` up to the
+ * partition watermark (see PartitionState), never past an unfinished record.
+ *
+ * Failure: see `#failed`. A failed record is copied to a retry topic or the dead-letter topic
+ * (acks=all) and only then counts as finished, so a failing record never blocks its partition. The
+ * price: a retried record loses its place in the partition order (later records of the same key may
+ * be handled before its retry). The inbox dedupes and the saga engine tolerates reordering.
+ */
+export class KafkaSubscription implements Subscription {
+  readonly #d: SubscriptionDeps;
+  readonly #s: SubscriptionSettings;
+  readonly #group: string;
+  readonly #mainTopics: string[];
+  readonly #retryTopics = new Map<string, number>();
+  readonly #parts = new Map<string, PartitionState>();
+  readonly #capacityPaused = new Set<PartitionState>();
+  readonly #running = new Set<Promise<void>>();
+  #consumer: Consumer | undefined;
+  #commit: Commit | undefined;
+  #inFlight = 0;
+  #closing = false;
+  #closed: Promise<void> | undefined;
+  #commitTimer: NodeJS.Timeout | undefined;
+  #flushing: Promise<void> | undefined;
+  #flushAgain = false;
+  #recreateTimer: NodeJS.Timeout | undefined;
+  #recreateAttempts = 0;
+  #fatal = false;
+  #ready!: () => void;
+  #notReady!: (err: Error) => void;
+  readonly #firstFetch: Promise<void>;
+
+  constructor(
+    deps: SubscriptionDeps,
+    readonly topics: readonly string[],
+    readonly consumer: string,
+    readonly handler: Handler,
+    readonly retry: RetryPolicy,
+  ) {
+    this.#d = deps;
+    this.#s = deps.settings;
+    this.#group = deps.names.group(consumer);
+    this.#mainTopics = [...new Set(topics)].map((t) => deps.names.topic(t));
+    const delays = retry.delaysMs.length > 0 ? retry.delaysMs : [0];
+    for (const ms of new Set(delays)) this.#retryTopics.set(deps.names.retryTopic(consumer, ms), ms);
+    this.#firstFetch = new Promise<void>((resolve, reject) => {
+      this.#ready = resolve;
+      this.#notReady = reject;
+    });
+    // Never an unhandled rejection: start() is the one that awaits it.
+    this.#firstFetch.catch(() => {});
+  }
+
+  get group(): string {
+    return this.#group;
+  }
+
+  /** Kafka topics this subscription's consumer reads. */
+  get kafkaTopics(): string[] {
+    return [...this.#mainTopics, ...this.#retryTopics.keys()];
+  }
+
+  /**
+   * Resolves once the consumer has joined its group and completed its first fetch, i.e. it is
+   * long-polling: a message published from now on is fetched as soon as it is written.
+   */
+  async start(): Promise<void> {
+    await this.#d.admin.ensureTopics(this.kafkaTopics);
+    await this.#startConsumer();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`kafka consumer group ${this.#group} did not join and fetch within ${this.#s.joinTimeoutMs} ms`)),
+        this.#s.joinTimeoutMs,
+      );
+    });
+    try {
+      await Promise.race([this.#firstFetch, deadline]);
+    } catch (err) {
+      await this.close().catch(() => {});
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Consumer lifecycle
+  // ------------------------------------------------------------------------------------------
+
+  async #startConsumer(): Promise<void> {
+    const kafka = this.#d.newKafka(`consumer-${this.consumer}`);
+    const consumer = kafka.consumer({
+      groupId: this.#group,
+      allowAutoTopicCreation: false,
+      sessionTimeout: this.#s.sessionTimeoutMs,
+      heartbeatInterval: this.#s.heartbeatIntervalMs,
+      // The time a fetch waits for data: also how late a resumed partition is fetched again and
+      // how long stop() waits for the fetch loop.
+      maxWaitTimeInMs: this.#s.maxWaitTimeMs,
+      retry: {
+        retries: 8,
+        initialRetryTime: 200,
+        maxRetryTime: 5_000,
+        ...(this.#s.restartOnFailure ? { restartOnFailure: this.#s.restartOnFailure } : {}),
+      },
+    });
+    this.#consumer = consumer;
+    this.#commit = undefined;
+    let joined = false;
+    consumer.on(consumer.events.GROUP_JOIN, (e: ConsumerGroupJoinEvent) => {
+      joined = true;
+      this.#onJoin(consumer, e);
+    });
+    // Ready = joined AND long-polling: a fetch that waited its full maxWaitTime (or delivered a
+    // batch, see #eachBatch). A fetch that failed (e.g. a partition not served yet) also ends with
+    // a FETCH event, but quickly.
+    consumer.on(consumer.events.FETCH, (e: ConsumerFetchEvent) => {
+      if (joined && consumer === this.#consumer && e.payload.duration >= this.#s.maxWaitTimeMs / 2) this.#ready();
+    });
+    consumer.on(consumer.events.CRASH, (e: ConsumerCrashEvent) => this.#onCrash(consumer, e));
+    await consumer.connect();
+    // fromBeginning only applies to partitions without a committed offset; declare() gave every
+    // partition of a declared group one (see KafkaAdmin.initGroupOffsets).
+    await consumer.subscribe({ topics: this.kafkaTopics, fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: 1,
+      eachBatch: async (payload) => this.#eachBatch(consumer, payload),
+    });
+  }
+
+  #onJoin(consumer: Consumer, e: ConsumerGroupJoinEvent): void {
+    if (consumer !== this.#consumer) return;
+    this.#d.stats.joins++;
+    this.#recreateAttempts = 0;
+    const assignment = e.payload.memberAssignment;
+    for (const st of this.#parts.values()) {
+      st.revoked = !(assignment[st.topic] ?? []).includes(st.partition);
+    }
+    this.#d.logger.debug({ group: this.#group, assignment }, 'kafka consumer joined its group');
+    this.#d.events.emit('joined', { consumer: this.consumer, group: this.#group, assignment });
+  }
+
+  /**
+   * kafkajs restarts a consumer after a retriable crash by itself; after a non-retriable one (or when
+   * `restartOnFailure` says no) it leaves it stopped, and the process would look healthy while
+   * consuming nothing (tulios/kafkajs#1271, #885). Such a consumer is re-created here, with backoff,
+   * at most `maxConsumerRecreates` times in a row; then the transport emits 'fatal' and the worker
+   * exits non-zero so its supervisor restarts it. Never a silent stall.
+   */
+  #onCrash(consumer: Consumer, e: ConsumerCrashEvent): void {
+    if (consumer !== this.#consumer || this.#closing) return;
+    const { error, restart } = e.payload;
+    this.#d.stats.crashes++;
+    this.#d.events.emit('crash', { consumer: this.consumer, group: this.#group, error, restart });
+    if (restart) {
+      this.#d.logger.warn({ group: this.#group, err: errorMessage(error) }, 'kafka consumer crashed; kafkajs restarts it');
+      return;
+    }
+    this.#d.logger.error({ group: this.#group, err: errorMessage(error) }, 'kafka consumer crashed and kafkajs gave up on it; re-creating it');
+    this.#scheduleRecreate(error);
+  }
+
+  #scheduleRecreate(cause: unknown): void {
+    if (this.#closing || this.#fatal) return;
+    if (this.#recreateAttempts >= this.#s.maxConsumerRecreates) {
+      this.#fatal = true;
+      const err = new Error(
+        `kafka consumer group ${this.#group} failed ${this.#recreateAttempts + 1} times in a row and was not restored: ${errorMessage(cause)}`,
+        { cause },
+      );
+      this.#d.logger.fatal({ group: this.#group, err: errorMessage(cause) }, 'kafka consumer lost for good');
+      this.#notReady(err);
+      this.#d.events.emit('fatal', err);
+      return;
+    }
+    const delay = Math.min(500 * 2 ** this.#recreateAttempts, 10_000);
+    this.#recreateAttempts++;
+    this.#recreateTimer = setTimeout(() => {
+      this.#recreateTimer = undefined;
+      void this.#recreate();
+    }, delay);
+  }
+
+  async #recreate(): Promise<void> {
+    if (this.#closing) return;
+    const old = this.#consumer;
+    this.#consumer = undefined;
+    await old?.disconnect().catch(() => {});
+    try {
+      await this.#startConsumer();
+      this.#d.stats.recreated++;
+      this.#d.events.emit('recreated', { consumer: this.consumer, group: this.#group });
+    } catch (err) {
+      // connect()/subscribe() failed before run(): no CRASH event will come for it.
+      this.#d.logger.warn({ group: this.#group, err: errorMessage(err) }, 'could not re-create the kafka consumer');
+      this.#scheduleRecreate(err);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Dispatch
+  // ------------------------------------------------------------------------------------------
+
+  #state(topic: string, partition: number): PartitionState {
+    const k = `${topic}\u0000${partition}`;
+    let st = this.#parts.get(k);
+    if (!st) {
+      st = new PartitionState(topic, partition, this.#retryTopics.has(topic));
+      this.#parts.set(k, st);
+    }
+    st.revoked = false;
+    return st;
+  }
+
+  #full(st: PartitionState): boolean {
+    return st.pending >= this.#s.maxInFlightPerPartition || this.#inFlight >= this.#s.prefetch;
+  }
+
+  async #eachBatch(consumer: Consumer, payload: EachBatchPayload): Promise<void> {
+    const { batch } = payload;
+    if (consumer !== this.#consumer || this.#closing) {
+      payload.pause();
+      return;
+    }
+    this.#commit = payload.commitOffsetsIfNecessary;
+    this.#ready();
+    const st = this.#state(batch.topic, batch.partition);
+    const logical = this.#d.names.logical(batch.topic);
+    let all = true;
+    for (const m of batch.messages) {
+      const offset = BigInt(m.offset);
+      if (st.fetchedUpTo !== undefined && offset < st.fetchedUpTo) {
+        payload.resolveOffset(m.offset);
+        continue;
+      }
+      if (this.#full(st)) {
+        st.capacityPaused = true;
+        this.#capacityPaused.add(st);
+        payload.pause();
+        all = false;
+        break;
+      }
+      if (st.retry) {
+        const due = retryDue(m);
+        if (due > Date.now()) {
+          this.#holdUntil(st, due);
+          payload.pause();
+          all = false;
+          break;
+        }
+      }
+      this.#dispatch(st, offset, toDelivery(m, logical, st.retry));
+      payload.resolveOffset(m.offset);
+    }
+    // Control records (transactions) after the last message need no handler.
+    if (all && batch.messages.length > 0) st.advanceTo(BigInt(batch.lastOffset()) + 1n);
+  }
+
+  /** Pause a retry partition until its head record is due; resume() at that time, no polling. */
+  #holdUntil(st: PartitionState, due: number): void {
+    if (st.dueTimer) clearTimeout(st.dueTimer);
+    st.dueTimer = setTimeout(() => {
+      st.dueTimer = undefined;
+      if (!st.capacityPaused) this.#resume(st);
+    }, Math.max(1, due - Date.now()));
+  }
+
+  #resume(st: PartitionState): void {
+    if (this.#closing) return;
+    try {
+      this.#consumer?.resume([{ topic: st.topic, partitions: [st.partition] }]);
+    } catch {
+      // The consumer is being re-created: its successor starts unpaused.
+    }
+  }
+
+  #dispatch(st: PartitionState, offset: bigint, delivery: Delivery): void {
+    const entry = st.add(offset);
+    this.#inFlight++;
+    // A record without a key has no order to keep: it gets a queue of its own.
+    const key = delivery.key ?? `\u0000${offset}`;
+    const task: Task = { entry, delivery };
+    const queue = st.keys.get(key);
+    if (queue) {
+      queue.push(task);
+      return;
+    }
+    const fresh = new Fifo<Task>();
+    fresh.push(task);
+    st.keys.set(key, fresh);
+    const run = this.#runKey(st, key, fresh);
+    this.#running.add(run);
+    void run.finally(() => this.#running.delete(run));
+  }
+
+  async #runKey(st: PartitionState, key: string, queue: Fifo<Task>): Promise<void> {
+    for (let task = queue.peek(); task; task = queue.peek()) {
+      const finished = await this.#execute(task.delivery);
+      if (finished) st.finish(task.entry);
+      this.#inFlight--;
+      queue.shift();
+      this.#afterTask();
+    }
+    st.keys.delete(key);
+  }
+
+  /** Runs the handler; true when the record is finished (handled, or its failure stored durably). */
+  async #execute(d: Delivery): Promise<boolean> {
+    try {
+      await this.handler(d);
+      this.#d.stats.handled++;
+      return true;
+    } catch (err) {
+      return this.#failed(d, err);
+    }
+  }
+
+  #afterTask(): void {
+    this.#scheduleCommit();
+    if (this.#capacityPaused.size === 0 || this.#inFlight > this.#s.prefetch / 2) return;
+    for (const p of this.#capacityPaused) {
+      if (p.pending > this.#s.maxInFlightPerPartition / 2) continue;
+      p.capacityPaused = false;
+      this.#capacityPaused.delete(p);
+      if (!p.dueTimer) this.#resume(p);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Failures: retry topics and dead letters
+  // ------------------------------------------------------------------------------------------
+
+  /**
+   * A rejected handler, classified with `classifyError`:
+   * - `retryable: false` -> the dead-letter topic with its code;
+   * - retryable -> attempt + 1 if `countsAsAttempt` (else unchanged); beyond `maxAttempts` -> the
+   *   dead-letter topic with MAX_ATTEMPTS_EXCEEDED; otherwise the retry topic of the delay for the
+   *   current attempt, with the new attempt and the due time in headers.
+   * The copy is produced with acks=all BEFORE the record counts as finished (its offset may be
+   * committed), retried with backoff while the broker refuses it; during close() it is given up after
+   * a few tries and the original is simply not committed (it comes back on the next start).
+   *
+   * The dead-letter recorder never dead-letters into its own topic (that would loop): a dead letter
+   * it cannot record goes back through its slowest retry topic, attempt unchanged, and is logged.
+   */
+  async #failed(d: Delivery, err: unknown): Promise<boolean> {
+    const c = classifyError(err);
+    const next = c.countsAsAttempt ? d.attempt + 1 : d.attempt;
+    const recorder = this.consumer === DEAD_LETTER_CONSUMER;
+    if (!c.retryable || next > this.retry.maxAttempts) {
+      const reason = c.retryable ? 'MAX_ATTEMPTS_EXCEEDED' : c.code;
+      const error = c.retryable ? `${c.code}: ${c.message}` : c.message;
+      if (recorder) {
+        this.#d.logger.error({ id: d.id, reason, err: error }, 'the dead-letter recorder cannot record a dead letter; keeping it in its retry topic');
+        const slowest = Math.max(...this.#retryTopics.values());
+        return this.#toRetry(d, d.attempt, slowest);
+      }
+      return this.#toDeadLetters(d, reason, error);
+    }
+    return this.#toRetry(d, next, retryDelayMs(this.retry, d.attempt));
+  }
+
+  async #toRetry(d: Delivery, attempt: number, delayMs: number): Promise<boolean> {
+    const topic = this.#d.names.retryTopic(this.consumer, delayMs);
+    const headers = {
+      ...d.headers,
+      [RETRY_ATTEMPT_HEADER]: String(attempt),
+      [RETRY_TOPIC_HEADER]: d.topic,
+      [RETRY_DUE_HEADER]: String(Date.now() + delayMs),
+    };
+    const stored = await this.#store(topic, { key: d.key ?? null, value: d.body, headers }, `retry in ${delayMs} ms`);
+    if (stored === true) {
+      this.#d.stats.retried++;
+      return true;
+    }
+    if (stored === false) return false;
+    // The broker refuses the copy for good (it grew past the size limit with its headers).
+    return this.#toDeadLetters(d, stored.code, stored.message);
+  }
+
+  async #toDeadLetters(d: Delivery, reason: string, error: string): Promise<boolean> {
+    const topic = this.#d.names.topic(DEAD_LETTER_TOPIC);
+    const headers = deadLetterHeaders(d, this.consumer, reason, error);
+    for (;;) {
+      const stored = await this.#store(topic, { key: d.key ?? null, value: d.body, headers }, `dead letter (${reason})`);
+      if (stored === true) {
+        this.#d.stats.deadLettered++;
+        return true;
+      }
+      if (stored === false) return false;
+      // Not even the dead-letter topic takes it: an operator must raise the limit. Never dropped.
+      this.#d.logger.error({ id: d.id, err: stored.message }, 'the dead-letter topic refuses a dead letter; retrying in 30 s');
+      if (!(await this.#sleep(30_000))) return false;
+    }
+  }
+
+  /** true: stored; false: given up because the subscription closes; else a permanent refusal. */
+  async #store(topic: string, message: Message, what: string): Promise<true | false | { code: string; message: string }> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.#d.produce(topic, message);
+        return true;
+      } catch (err) {
+        const f = classifyProduceError(err);
+        if (!f.retryable) return { code: f.code, message: f.message };
+        this.#d.logger.warn({ group: this.#group, topic, err: f.message, attempt }, `could not produce the ${what}; retrying`);
+        if (this.#closing && attempt >= 2) return false;
+        if (!(await this.#sleep(Math.min(100 * 2 ** attempt, 5_000)))) return false;
+      }
+    }
+  }
+
+  /** Waits; false if the subscription closed meanwhile (checked after the wait). */
+  async #sleep(ms: number): Promise<boolean> {
+    await new Promise((r) => setTimeout(r, this.#closing ? Math.min(ms, 100) : ms));
+    return !this.#closing;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Commits
+  // ------------------------------------------------------------------------------------------
+
+  #scheduleCommit(): void {
+    if (this.#commitTimer || this.#closing) return;
+    this.#commitTimer = setTimeout(() => {
+      this.#commitTimer = undefined;
+      void this.#flush();
+    }, this.#s.commitIntervalMs);
+  }
+
+  /** Commits every partition whose watermark moved; one OffsetCommit request for all of them. */
+  #flush(): Promise<void> {
+    if (this.#flushing) {
+      this.#flushAgain = true;
+      return this.#flushing;
+    }
+    this.#flushing = this.#commitWatermarks().finally(() => {
+      this.#flushing = undefined;
+      if (this.#flushAgain) {
+        this.#flushAgain = false;
+        this.#scheduleCommit();
+      }
+    });
+    return this.#flushing;
+  }
+
+  async #commitWatermarks(): Promise<void> {
+    const commit = this.#commit;
+    if (!commit) return;
+    const byTopic = new Map<string, { partition: number; offset: string }[]>();
+    const sent: [PartitionState, bigint][] = [];
+    for (const st of this.#parts.values()) {
+      if (!st.needsCommit()) continue;
+      const w = st.watermark()!;
+      let list = byTopic.get(st.topic);
+      if (!list) byTopic.set(st.topic, (list = []));
+      list.push({ partition: st.partition, offset: w.toString() });
+      sent.push([st, w]);
+    }
+    if (sent.length > 0) {
+      try {
+        await commit({ topics: [...byTopic].map(([topic, partitions]) => ({ topic, partitions })) });
+        this.#d.stats.commits++;
+        for (const [st, w] of sent) if (st.committed === undefined || w > st.committed) st.committed = w;
+      } catch (err) {
+        // A rebalance in progress or a generation change: the next flush, after the rejoin, commits
+        // again (the watermark only moves forward). Nothing is lost by a late commit, only redelivered.
+        this.#d.logger.debug({ group: this.#group, err: errorMessage(err) }, 'kafka offset commit failed; retrying');
+        this.#flushAgain = true;
+        return;
+      }
+    }
+    // Forget partitions taken away by a rebalance once nothing of theirs is left to commit.
+    for (const [k, st] of this.#parts) {
+      if (st.revoked && st.pending === 0 && !st.needsCommit() && !st.dueTimer) this.#parts.delete(k);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Close
+  // ------------------------------------------------------------------------------------------
+
+  /**
+   * Stops taking records (every partition paused), waits for the handlers in flight (and their
+   * retry/dead-letter copies) to settle, commits what finished, then leaves the group.
+   */
+  close(): Promise<void> {
+    this.#closed ??= this.#close();
+    return this.#closed;
+  }
+
+  async #close(): Promise<void> {
+    this.#closing = true;
+    if (this.#recreateTimer) clearTimeout(this.#recreateTimer);
+    this.#notReady(new Error(`the subscription of ${this.#group} was closed`));
+    const consumer = this.#consumer;
+    try {
+      consumer?.pause(this.kafkaTopics.map((topic) => ({ topic })));
+    } catch {
+      // Not running (crashed): nothing to pause.
+    }
+    for (const st of this.#parts.values()) {
+      if (st.dueTimer) clearTimeout(st.dueTimer);
+      st.dueTimer = undefined;
+    }
+    while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
+    if (this.#commitTimer) clearTimeout(this.#commitTimer);
+    this.#commitTimer = undefined;
+    for (let i = 0; i < 3 && [...this.#parts.values()].some((st) => st.needsCommit()); i++) {
+      if (this.#flushing) await this.#flushing;
+      this.#flushAgain = false;
+      await this.#flush();
+    }
+    if ([...this.#parts.values()].some((st) => st.needsCommit())) {
+      this.#d.logger.warn({ group: this.#group }, 'kafka offsets of finished records not committed at close: they will be delivered again');
+    }
+    await consumer?.disconnect().catch((err: unknown) => {
+      this.#d.logger.warn({ group: this.#group, err: errorMessage(err) }, 'kafka consumer did not disconnect cleanly');
+    });
+    this.#consumer = undefined;
+    this.#d.onClosed(this);
+  }
+}
