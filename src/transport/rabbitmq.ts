@@ -195,6 +195,9 @@ export async function createRabbitMqTransport(opts: RabbitMqTransportOptions): P
     close: async () => {
       if (closed) return;
       closed = true;
+      // While disconnected there is nothing to drain: stop reconnecting first, so that waiting
+      // publishes fail at once (CHANNEL_CLOSED) instead of holding close() until a reconnect.
+      if (!connection.connected) await connection.close();
       // Consumers first (their in-flight handlers may still publish retries), then publishes.
       await sub.close();
       await publisher.close();

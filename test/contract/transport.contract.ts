@@ -279,6 +279,42 @@ export function transportContract(name: string, makeTransport: () => Promise<Con
       expect(dl.ids()).toEqual([`x-${s}`]);
     });
 
+    it("counts the dead-letter recorder's own retries apart from the dead letter's recorded headers", async () => {
+      const topic = `rec.${s}`;
+      const consumer = `c.${s}`;
+      await t.declare({ topics: [{ name: topic }], consumers: [{ consumer, topics: [topic] }] });
+      await subscribe(
+        [topic],
+        consumer,
+        async () => {
+          throw new Error('always broken');
+        },
+        { retry: { maxAttempts: 3, delaysMs: [20] } },
+      );
+      const dl = new Inbox();
+      await subscribe(
+        [DEAD_LETTER_TOPIC],
+        DEAD_LETTER_CONSUMER,
+        dl.handler((d) => {
+          if (d.attempt === 1) throw new Error('recorder hiccup');
+        }),
+        { retry: { maxAttempts: 3, delaysMs: [20] } },
+      );
+      await t.publisher.publish([message(topic, `y-${s}`)]);
+      await dl.count(2);
+      const [first, second] = dl.deliveries;
+      // The recorder's attempts start at 1; the dead letter's H.attempt (data: it died on attempt 3)
+      // stays as it was through the recorder's retry.
+      expect([first!.attempt, second!.attempt]).toEqual([1, 2]);
+      for (const d of [first!, second!]) {
+        expect(d.id).toBe(`y-${s}`);
+        expect(d.headers[H.attempt]).toBe('3');
+        expect(d.headers[H.reason]).toBe('MAX_ATTEMPTS_EXCEEDED');
+        expect(d.headers[H.consumer]).toBe(consumer);
+        expect(d.headers[H.originalTopic]).toBe(topic);
+      }
+    });
+
     it('dead-letters a PermanentError at once with its code', async () => {
       const topic = `perm.${s}`;
       const consumer = `c.${s}`;

@@ -381,6 +381,29 @@ describe('RabbitMQ transport under broker faults', () => {
     await waitFor('k0, k1, k2 delivered', () => ['k0', 'k1', 'k2'].every((id) => seen.has(id)), Boolean);
   });
 
+  it('R6b: a retry queue deleted under a running consumer is declared again; the retry still happens', async () => {
+    const namespace = `${fileNs}-rq-${++nsCounter}`;
+    const t = await transport({ namespace });
+    await t.declare({ topics: [{ name: 'rq' }], consumers: [{ consumer: 'rq-c', topics: ['rq'] }] });
+    const attempts: number[] = [];
+    await t.subscriber.subscribe(
+      ['rq'],
+      'rq-c',
+      async (d) => {
+        attempts.push(d.attempt);
+        if (d.attempt === 1) throw new Error('first try fails');
+      },
+      { retry: { maxAttempts: 3, delaysMs: [50] } },
+    );
+    await rabbitmqctl('delete_queue', t.names.retryQueue('rq-c', 50));
+    await t.publisher.publish([message('rq', 'needs-retry')]);
+    // attempt 1 fails, the retry copy is returned (no queue), the queue is re-declared and the
+    // original requeued; attempt 1 again fails, and this time the retry copy is stored.
+    await waitFor('the retried delivery', () => attempts, (a) => a.includes(2));
+    expect(attempts.filter((a) => a === 2)).toHaveLength(1);
+    expect(attempts[attempts.length - 1]).toBe(2);
+  });
+
   it('checks the effective queue arguments at declare(): a queue with other arguments is a clear CONFIG_INVALID error, not deleted', async () => {
     const namespace = `${fileNs}-args-${++nsCounter}`;
     const classic = await transport({ namespace, queueType: 'classic' });

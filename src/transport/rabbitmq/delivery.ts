@@ -9,6 +9,13 @@ import type { Names } from './names.js';
  */
 export const TOPIC_HEADER = 'x-sagaflow-topic';
 
+/**
+ * The dead-letter recorder's own attempt counter. In a dead letter, H.attempt is DATA (the attempt
+ * at which the original failed) and must reach the recorder unchanged, so the recorder's retries
+ * count in this internal header instead. Removed from the headers handlers see.
+ */
+export const RECORDER_ATTEMPT_HEADER = 'x-sagaflow-recorder-attempt';
+
 /** Headers the broker owns: copying them onto a republished message would corrupt the copy's counts. */
 const BROKER_HEADERS = new Set(['x-delivery-count', 'x-death', 'x-first-death-reason', 'x-first-death-queue', 'x-first-death-exchange']);
 
@@ -39,7 +46,7 @@ export function toDelivery(msg: ConsumeMessage, ctx: DeliveryContext): Delivery 
   const raw = (props.headers ?? {}) as Record<string, unknown>;
   const headers: Record<string, string> = {};
   for (const [k, v] of Object.entries(raw)) {
-    if (k === TOPIC_HEADER) continue;
+    if (k === TOPIC_HEADER || k === RECORDER_ATTEMPT_HEADER) continue;
     const s = headerString(v);
     if (s !== undefined) headers[k] = s;
   }
@@ -49,7 +56,8 @@ export function toDelivery(msg: ConsumeMessage, ctx: DeliveryContext): Delivery 
 
   // Attempt: our own counter (carried through retry queues), or the quorum queue's count of
   // redeliveries of this very message (crash, lost channel), whichever is larger.
-  let attempt = Number.parseInt(headers[H.attempt] ?? '1', 10);
+  const counter = ctx.isDeadLetterQueue ? headerString(raw[RECORDER_ATTEMPT_HEADER]) : headers[H.attempt];
+  let attempt = Number.parseInt(counter ?? '1', 10);
   if (!Number.isFinite(attempt) || attempt < 1) attempt = 1;
   const deliveryCount = raw['x-delivery-count'];
   if (typeof deliveryCount === 'number' && deliveryCount + 1 > attempt) attempt = deliveryCount + 1;

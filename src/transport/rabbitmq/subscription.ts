@@ -5,6 +5,7 @@ import type { Logger } from '../../log.js';
 import {
   DEAD_LETTER_CONSUMER,
   H,
+  PublishError,
   deadLetterHeaders,
   retryDelayMs,
   type Delivery,
@@ -14,7 +15,7 @@ import {
 } from '../transport.js';
 import { ChannelAcks } from './acks.js';
 import { backoffMs, type ConnectionManager, type ReconnectPolicy } from './connection.js';
-import { TOPIC_HEADER, republishOptions, toDelivery } from './delivery.js';
+import { RECORDER_ATTEMPT_HEADER, TOPIC_HEADER, republishOptions, toDelivery } from './delivery.js';
 import type { Names } from './names.js';
 import type { ConfirmPublisher } from './publisher.js';
 import type { TopologyRegistry } from './topology.js';
@@ -274,7 +275,8 @@ export class RabbitSubscription implements Subscription {
       const delay = retryDelayMs(this.retry, d.attempt);
       exchange = '';
       routingKey = names.retryQueue(this.consumer, delay);
-      options = republishOptions(d, d.headers, { [H.attempt]: String(next), [TOPIC_HEADER]: d.topic });
+      const counter = this.#isDlq ? RECORDER_ATTEMPT_HEADER : H.attempt;
+      options = republishOptions(d, d.headers, { [counter]: String(next), [TOPIC_HEADER]: d.topic });
       what = `retry in ${delay} ms (attempt ${next})`;
     }
     try {
@@ -284,6 +286,13 @@ export class RabbitSubscription implements Subscription {
       // normal operation (it only happens while the broker refuses publishes), and quorum's
       // x-delivery-limit bounds it.
       this.#d.logger.warn({ consumer: this.consumer, id: d.id, err: errorMessage(pubErr) }, `could not publish the ${what}; requeueing`);
+      if (pubErr instanceof PublishError && pubErr.code === 'UNROUTABLE') {
+        // A retry or dead-letter queue was deleted under us: declare it again before the
+        // requeued original comes back, or it would bounce straight back here.
+        await this.#d.topology
+          .ensureConsumer(this.consumer, this.topics, this.retry.delaysMs)
+          .catch((e: unknown) => this.#d.logger.warn({ consumer: this.consumer, err: errorMessage(e) }, 're-declaring the retry queues failed'));
+      }
       this.#nack(gen, msg);
       return;
     }

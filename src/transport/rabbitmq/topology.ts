@@ -88,6 +88,8 @@ export class TopologyRegistry {
       'x-dead-letter-exchange': '',
       'x-dead-letter-routing-key': this.#o.names.queue(consumer),
     };
+    // Classic queues only dead-letter at most once: a broker crash at the moment a message
+    // expires out of a classic retry queue can lose it. Quorum retry queues use at-least-once.
     if (this.#o.queueType === 'classic') return { 'x-queue-type': 'classic', ...back };
     return { 'x-queue-type': 'quorum', ...back, 'x-dead-letter-strategy': 'at-least-once', 'x-overflow': 'reject-publish' };
   }
