@@ -5,6 +5,15 @@ import { H, type Delivery } from '../transport/transport.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/**
+ * Postgres text and jsonb cannot hold U+0000, and a hostile message can put one into an error text
+ * or a header (a NUL body's JSON.parse message quotes it; so does an UNKNOWN_TYPE error for a type
+ * with a NUL). Unreplaced, the INSERT fails on every try and the dead letter ends up filed under the
+ * recorder itself, with its original reason and consumer lost. Replace it before writing.
+ */
+const clean = (s: string): string => s.replaceAll('\u0000', '\uFFFD');
+const cleanOpt = (s: string | undefined): string | undefined => (s === undefined ? undefined : clean(s));
+
 export interface DeadLetterRecord {
   readonly messageId: string;
   readonly consumer: string;
@@ -30,11 +39,11 @@ export class DeadLetterRecorder {
     const id = h[H.messageId] ?? d.id;
     return {
       messageId: id && UUID.test(id) ? id.toLowerCase() : `sha256:${createHash('sha256').update(d.body).digest('hex')}`,
-      consumer: h[H.consumer] ?? 'unknown',
-      topic: h[H.originalTopic] ?? d.topic,
-      reasonCode: h[H.reason] ?? 'UNKNOWN',
-      error: h[H.error],
-      type: h[H.type] ?? d.type,
+      consumer: clean(h[H.consumer] ?? 'unknown'),
+      topic: clean(h[H.originalTopic] ?? d.topic),
+      reasonCode: clean(h[H.reason] ?? 'UNKNOWN'),
+      error: cleanOpt(h[H.error]),
+      type: cleanOpt(h[H.type] ?? d.type),
     };
   }
 
@@ -53,10 +62,10 @@ export class DeadLetterRecorder {
         r.consumer,
         r.topic,
         r.type ?? null,
-        d.headers[H.key] ?? d.key ?? null,
+        cleanOpt(d.headers[H.key] ?? d.key) ?? null,
         r.reasonCode,
         r.error ?? null,
-        JSON.stringify(d.headers),
+        JSON.stringify(Object.fromEntries(Object.entries(d.headers).map(([k, v]) => [clean(k), clean(v)]))),
         d.body,
         Number.isFinite(attempts) ? attempts : null,
       ],

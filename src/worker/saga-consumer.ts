@@ -37,7 +37,13 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
     const outcomes: Outcome<void>[] = items.map(() => OK);
     const first = new Map<string, number>();
     items.forEach((it, i) => {
-      if (!first.has(it.envelope.id)) first.set(it.envelope.id, i);
+      const f = first.get(it.envelope.id);
+      if (f === undefined) first.set(it.envelope.id, i);
+      // Another copy of an id in the SAME batch with a different body is an id collision or a
+      // forgery (RELIABILITY §B row 13), not a duplicate to ack: the inbox only sees across batches.
+      else if (!items[f]!.digest.equals(it.digest)) {
+        outcomes[i] = { ok: false, error: new PermanentError('ID_CONFLICT', `message id ${it.envelope.id} appears twice in one batch with different bodies`) };
+      }
     });
     const claim = await deps.inbox.claim(
       tx,
