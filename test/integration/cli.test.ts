@@ -1,0 +1,230 @@
+/**
+ * The `sagaflow` command as users run it (`node bin/sagaflow.js ...` in a child process, against
+ * this file's own schemas):
+ * - `migrate --module examples/order` twice: exit 0, the second run applies nothing;
+ * - usage errors (unknown flag, `sagas list --status bogus`, a non-UUID id) exit 2 with one
+ *   message line and no stack trace;
+ * - `publish` with bad JSON, a schema-invalid payload, or a `--file` with one bad line exits 2
+ *   (naming the line) and publishes nothing, not even the file's valid lines;
+ * - `publish --outbox` of valid orders is picked up by an in-process worker and the sagas run;
+ *   `sagas list --json` and `sagas show <id> --json` report them; an unknown id exits 3.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { orderParticipants, orderSaga } from '../../examples/order/index.js';
+import { makeOrders } from '../../examples/order/run.js';
+import { createDb, type Db } from '../../src/db/db.js';
+import { loadMigrations } from '../../src/db/migrate.js';
+import { MemoryTransport } from '../../src/transport/memory.js';
+import { createWorker, type Worker } from '../../src/worker/worker.js';
+import { databaseUrl, uniqueName } from '../helpers/db.js';
+import { seededRandom } from '../helpers/seed.js';
+import { waitFor } from '../helpers/wait.js';
+
+const root = new URL('../..', import.meta.url).pathname;
+const schema = uniqueName('sf_cli');
+const exampleSchema = uniqueName('sf_cli_ex');
+const tmp = mkdtempSync(join(tmpdir(), 'sagaflow-cli-'));
+const { random } = seededRandom('cli');
+let db: Db;
+let worker: Worker | undefined;
+let transport: MemoryTransport | undefined;
+
+interface Run {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function cli(...args: string[]): Promise<Run> {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    DATABASE_URL: databaseUrl(),
+    SAGAFLOW_SCHEMA: schema,
+    ORDER_EXAMPLE_SCHEMA: exampleSchema,
+    SAGAFLOW_TRANSPORT: 'memory',
+    LOG_LEVEL: 'warn',
+  };
+  delete env.SAGAFLOW_DEBUG;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['bin/sagaflow.js', ...args], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const STACK_LINE = /^\s+at /m;
+
+/**
+ * The exit code, a first line matching `message`, no stack trace; with `oneLine`, nothing else
+ * but commander's "(run with --help for usage)" hint. (Publish errors list the bad lines below.)
+ */
+function expectCleanFailure(r: Run, code: number, message: RegExp, opts: { oneLine?: boolean } = {}): void {
+  expect(r.code, r.stderr).toBe(code);
+  expect(r.stderr).not.toMatch(STACK_LINE);
+  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '' && l !== '(run with --help for usage)');
+  expect(lines[0]).toMatch(message);
+  if (opts.oneLine) expect(lines, r.stderr).toHaveLength(1);
+}
+
+async function outboxCount(): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${schema}".outbox`);
+  return rows[0]!.n;
+}
+
+async function sagasFor(orderIds: readonly string[]): Promise<{ id: string; status: string; order_id: string }[]> {
+  const { rows } = await db.query<{ id: string; status: string; order_id: string }>(
+    `SELECT id, status, data->>'orderId' AS order_id FROM "${schema}".sagas WHERE data->>'orderId' = ANY($1)`,
+    [orderIds],
+  );
+  return rows;
+}
+
+function orders(n: number, failAt: ('none' | 'shipping')[] = []) {
+  return makeOrders(n, { failEvery: 0, skus: 100 }).map((o, i) => ({ ...o, failAt: failAt[i] ?? ('none' as const) }));
+}
+
+beforeAll(() => {
+  db = createDb({ connectionString: databaseUrl(), max: 4, applicationName: `sf-cli-test-${schema}` });
+});
+
+afterAll(async () => {
+  await worker?.stop();
+  await transport?.close();
+  await db.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  await db.query(`DROP SCHEMA IF EXISTS "${exampleSchema}" CASCADE`);
+  await db.close();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('sagaflow CLI', () => {
+  it('migrate --module examples/order twice: exit 0, the second run applies nothing', async () => {
+    const known = loadMigrations().map((m) => m.version);
+    const first = await cli('migrate', '--module', 'examples/order');
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toContain(`schema ${schema} is at migration ${known.at(-1)} (applied ${known.join(', ')})`);
+    expect(first.stdout).toContain('module examples/order tables are ready');
+
+    const second = await cli('migrate', '--module', 'examples/order');
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout).toContain(`schema ${schema} is at migration ${known.at(-1)} (nothing to apply)`);
+    expect(second.stderr).toBe('');
+
+    const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${schema}".schema_migrations`);
+    expect(rows[0]!.n).toBe(known.length);
+    const ex = await db.query<{ t: string | null }>('SELECT to_regclass($1) AS t', [`"${exampleSchema}".effects`]);
+    expect(ex.rows[0]!.t).not.toBeNull();
+  });
+
+  it('usage errors exit 2 with one message line and no stack trace', async () => {
+    const [badFlag, badStatus, badId, badTransport] = await Promise.all([
+      cli('migrate', '--bogus'),
+      cli('sagas', 'list', '--status', 'bogus'),
+      cli('sagas', 'show', 'not-a-uuid'),
+      cli('--transport', 'pigeon', 'sagas', 'list'),
+    ]);
+    const oneLine = { oneLine: true };
+    expectCleanFailure(badFlag, 2, /^error: unknown option '--bogus'$/, oneLine);
+    expectCleanFailure(badStatus, 2, /^sagaflow: --status must be one of running, compensating, completed, compensated, failed, got bogus$/, oneLine);
+    expectCleanFailure(badId, 2, /^sagaflow: saga id must be a UUID/, oneLine);
+    expectCleanFailure(badTransport, 2, /^sagaflow: invalid configuration: SAGAFLOW_TRANSPORT/, oneLine);
+    for (const r of [badFlag, badStatus, badId, badTransport]) expect(r.stdout).toBe('');
+  });
+
+  it('publish refuses bad JSON, schema-invalid payloads and a file with one bad line, and publishes nothing', async () => {
+    const good = orders(3);
+    const file = join(tmp, 'orders.ndjson');
+    // Line 3 of 4 is invalid: the valid lines around it must not be published either.
+    writeFileSync(file, [good[0], good[1], { ...good[2], items: 'none' }, good[2]].map((o) => JSON.stringify(o)).join('\n') + '\n');
+    const before = await outboxCount();
+    const [badJson, invalid, badFile] = await Promise.all([
+      cli('publish', 'PlaceOrder', '--module', 'examples/order', '--outbox', '--data', '{"orderId": '),
+      cli('publish', 'PlaceOrder', '--module', 'examples/order', '--outbox', '--data', JSON.stringify({ ...good[0], amountCents: 'free' })),
+      cli('publish', 'PlaceOrder', '--module', 'examples/order', '--outbox', '--file', file),
+    ]);
+    expectCleanFailure(badJson, 2, /^sagaflow: PlaceOrder: 1 invalid message\(s\), nothing published:$/);
+    expect(badJson.stderr).toMatch(/not JSON/);
+    expectCleanFailure(invalid, 2, /^sagaflow: PlaceOrder: 1 invalid message\(s\), nothing published:$/);
+    expect(invalid.stderr).toMatch(/amountCents/);
+    expectCleanFailure(badFile, 2, /^sagaflow: PlaceOrder: 1 invalid message\(s\), nothing published:$/);
+    expect(badFile.stderr).toMatch(/^\s+line 3: items/m);
+    expect(badFile.stderr).not.toMatch(/line [124]:/);
+    expect(await outboxCount()).toBe(before);
+    expect(await sagasFor(good.map((o) => o.orderId))).toEqual([]);
+  });
+
+  it('publish --outbox feeds an in-process worker; sagas list / show report the sagas; an unknown id exits 3', async () => {
+    transport = new MemoryTransport();
+    worker = createWorker({
+      db,
+      transport,
+      module: { sagas: [orderSaga], participants: orderParticipants(exampleSchema) },
+      options: { schema, random, relay: { fallbackPollMs: 0 } },
+    });
+    await worker.start();
+
+    const list = orders(3, ['none', 'shipping', 'none']);
+    const file = join(tmp, 'good.ndjson');
+    writeFileSync(file, list.map((o) => JSON.stringify(o)).join('\n'));
+    const pub = await cli('publish', 'PlaceOrder', '--module', 'examples/order', '--outbox', '--file', file, '--json');
+    expect(pub.code, pub.stderr).toBe(0);
+    const out = JSON.parse(pub.stdout.trim()) as { type: string; published: number; messages: { sagaId: string; messageId: string }[] };
+    expect(out).toMatchObject({ type: 'PlaceOrder', published: 3 });
+    const ids = out.messages.map((m) => m.sagaId);
+
+    const rows = await waitFor(
+      'the published sagas to end',
+      () => sagasFor(list.map((o) => o.orderId)),
+      (rs) => rs.length === 3 && rs.every((r) => r.status === 'completed' || r.status === 'compensated'),
+      { timeoutMs: 20_000 },
+    );
+    expect(new Set(rows.map((r) => r.id))).toEqual(new Set(ids));
+    const statusOf = new Map(rows.map((r) => [r.order_id, r.status]));
+    expect(list.map((o) => statusOf.get(o.orderId))).toEqual(['completed', 'compensated', 'completed']);
+    const compensatedId = rows.find((r) => r.status === 'compensated')!.id;
+
+    const [all, compensated, show, unknown] = await Promise.all([
+      cli('sagas', 'list', '--json', '--limit', '50'),
+      cli('sagas', 'list', '--status', 'compensated', '--json'),
+      cli('sagas', 'show', compensatedId, '--json'),
+      cli('sagas', 'show', '00000000-0000-4000-8000-000000000000', '--json'),
+    ]);
+    expect(all.code, all.stderr).toBe(0);
+    const listed = JSON.parse(all.stdout) as { id: string; type: string; status: string; version: number }[];
+    for (const r of rows) expect(listed.find((l) => l.id === r.id)).toMatchObject({ type: 'order', status: r.status });
+
+    expect(compensated.code, compensated.stderr).toBe(0);
+    expect((JSON.parse(compensated.stdout) as { id: string }[]).map((l) => l.id)).toEqual([compensatedId]);
+
+    expect(show.code, show.stderr).toBe(0);
+    const shown = JSON.parse(show.stdout) as {
+      id: string;
+      status: string;
+      version: number;
+      data: { orderId: string };
+      steps: { seq: number; step: string; kind: string; status: string }[];
+    };
+    expect(shown).toMatchObject({ id: compensatedId, status: 'compensated', version: 6, data: { orderId: list[1]!.orderId } });
+    expect(shown.steps.map((s) => `${s.seq}:${s.step}/${s.kind}=${s.status}`)).toEqual([
+      '1:reserveStock/forward=succeeded',
+      '2:chargePayment/forward=succeeded',
+      '3:shipOrder/forward=failed',
+      '4:chargePayment/compensation=succeeded',
+      '5:reserveStock/compensation=succeeded',
+    ]);
+
+    expectCleanFailure(unknown, 3, /^sagaflow: no saga 00000000-0000-4000-8000-000000000000$/, { oneLine: true });
+    expect(unknown.stdout).toBe('');
+  });
+});
