@@ -60,6 +60,6 @@ USER 1000:1000
 # stdout dropped, the error line stays in the health log). docker-compose.yml uses the same check
 # for the workers and /healthz for `serve`.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=30s --retries=3 \
-  CMD node /app/bin/sagaflow.js audit --limit 1 > /dev/null || exit 1
+  CMD node /app/bin/sagaflow.js health --broker || exit 1
 ENTRYPOINT ["node", "/app/bin/sagaflow.js"]
 CMD ["--help"]

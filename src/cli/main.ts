@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { packageRoot } from '../db/migrate.js';
 import { errorMessage } from '../errors.js';
+import { healthCommand } from './commands/health.js';
 import { migrateCommand } from './commands/migrate.js';
 import { auditCommand, cancelCommand, deadLettersDiscard, deadLettersList, deadLettersRedrive, deadLettersShow, replayCommand } from './commands/operate.js';
 import { publishCommand } from './commands/publish.js';
@@ -44,6 +45,12 @@ program
   .description('apply missing migrations (safe to run from several processes at once)')
   .option('--module <file>', 'also create the tables of this module (e.g. examples/order)')
   .action(withContext((ctx, opts: { module?: string }) => migrateCommand(ctx, opts)));
+
+program
+  .command('health')
+  .description('exit 0 if Postgres answers and the schema is current (and, with --broker, the broker accepts a connection)')
+  .option('--broker', 'also connect to the configured broker')
+  .action(withContext((ctx, opts: { broker?: boolean }) => healthCommand(ctx, opts)));
 
 program
   .command('worker')
