@@ -55,10 +55,10 @@ RUN ln -s dist/examples examples
 # Everything above is owned by root and read-only for the process. 1000 is the base image's
 # `node` user, given by number so that runAsNonRoot-style checks can verify it.
 USER 1000:1000
-# Liveness for the long-running commands: the configuration parses, the database answers with
-# these credentials and the schema is migrated (one row of the audit log, read by primary key;
-# stdout dropped, the error line stays in the health log). docker-compose.yml uses the same check
-# for the workers and /healthz for `serve`.
+# Liveness for the long-running commands (`sagaflow health --broker`): the configuration parses,
+# the database answers with these credentials, the schema is at the migration this image knows,
+# and the broker accepts a connection. docker-compose.yml uses the same check for the workers and
+# /healthz for `serve`.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=30s --retries=3 \
   CMD node /app/bin/sagaflow.js health --broker || exit 1
 ENTRYPOINT ["node", "/app/bin/sagaflow.js"]
