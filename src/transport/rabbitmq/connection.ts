@@ -134,7 +134,7 @@ export class ConnectionManager {
       this.#o.events.emit('unblocked', {});
     });
     model.on('close', (err?: Error) => this.#onClose(model, generation, err));
-    this.#log.info({ url: redactUrl(this.#o.url), connectionName: this.#o.connectionName, generation }, 'RabbitMQ connected');
+    this.#log.info({ broker: redactUrl(this.#o.url), connectionName: this.#o.connectionName, generation }, 'RabbitMQ connected');
     this.#o.events.emit('connected', { generation });
     for (const w of this.#waiters) {
       clearTimeout(w.timer);
