@@ -33,6 +33,7 @@ export type ReasonCode =
   | 'NOT_FOUND'
   | 'NEEDS_FORCE'
   | 'UNEXPECTED_REPLY'
+  | 'OUT_OF_ORDER'
   | 'UNAUTHORIZED'
   | 'FORBIDDEN'
   | 'USAGE';

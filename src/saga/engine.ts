@@ -467,6 +467,11 @@ function onReply(t: Transition, input: Extract<SagaInput, { kind: 'reply' }>): D
   if (cursor && input.causationId !== undefined && cursor.earlier.includes(input.causationId)) {
     return unchanged(base, 'ignored', 'STALE_REPLY', `${input.type} answers an earlier attempt of ${cursor.step}; attempt ${cursor.attempt} is current`);
   }
+  const current = cursor ? def.step(cursor.step) : undefined;
+  if (step && current && cursor?.phase === 'forward' && phase === 'forward' && step.index > current.index) {
+    // No command for that step was ever sent: a forged or misrouted reply, kept for a human.
+    return unchanged(base, 'rejected', 'OUT_OF_ORDER', `${input.type} answers step ${step.name}, which saga ${base.id} has not reached (it is at ${current.name})`);
+  }
   return unchanged(base, 'ignored', 'DUPLICATE_REPLY', `${input.type} does not answer the command saga ${base.id} is waiting for`);
 }
 

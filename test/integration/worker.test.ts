@@ -807,14 +807,15 @@ describe('(g) duplicate, unknown, stale and late replies', () => {
     await w.transport.publisher.publish([s.message]);
     const reserve = await waitingOn(s.sagaId, 'reserveStock');
     // Row 16, out of order: a reply for a step the saga has not reached (no such command was sent).
-    // It is acknowledged and ignored: no transition, no dead letter.
+    // It is dead-lettered as OUT_OF_ORDER for a human, with no transition.
     const early = replyTo(s.sagaId, { ...reserve, step_name: 'shipOrder', seq: 3, command_id: randomUUID() }, OrderShipped, {
       orderId: o!.orderId,
       trackingNumber: 't-early',
     });
     await w.transport.publisher.publish([early]);
     await waitFor('the early reply to be processed', () => w.log.lines.find((l) => l.messageId === early.id && l.code), Boolean);
-    expect(w.log.lines.find((l) => l.messageId === early.id && l.code)!.code).toBe('DUPLICATE_REPLY');
+    expect(w.log.lines.find((l) => l.messageId === early.id && l.code)!.code).toBe('OUT_OF_ORDER');
+    await waitFor('the early reply in the dead letters', () => w.deadLetters.find((d) => d.messageId === early.id), (d) => d?.reasonCode === 'OUT_OF_ORDER');
     expect((await sagaRows([s.sagaId]))[0]!.version).toBe(1);
     const stockReserved = replyTo(s.sagaId, reserve, StockReserved, { orderId: o!.orderId, reservationId: 'res-1' });
     await w.transport.publisher.publish([stockReserved]);

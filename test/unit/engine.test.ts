@@ -266,6 +266,20 @@ describe('decide: replies that are not the awaited one', () => {
     expect(r).toMatchObject({ outcome: 'ignored', code: 'STALE_REPLY' });
   });
 
+  it('rejects (dead-letters) a reply for a step the saga has not reached', () => {
+    const d = start();
+    const early = step(d.instance!, {
+      kind: 'reply',
+      messageId: msgId(),
+      type: 'T.CDone',
+      tenantId: 't1',
+      causationId: commandId(SAGA, 9),
+      headers: { [STEP_HEADERS.step]: 'c', [STEP_HEADERS.phase]: 'forward' },
+      payload: {},
+    });
+    expect(early).toMatchObject({ outcome: 'rejected', code: 'OUT_OF_ORDER' });
+  });
+
   it('rejects a reply type the awaited step does not expect', () => {
     const d = start();
     expect(step(d.instance!, replyTo(d.instance!, 'T.CDone', {}))).toMatchObject({ outcome: 'rejected', code: 'UNEXPECTED_REPLY' });
