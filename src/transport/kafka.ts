@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { Kafka, Partitioners, type KafkaConfig, type Message, type Producer } from 'kafkajs';
+import { Kafka, Partitioners, type KafkaConfig, type Message, type Producer, type RetryOptions } from 'kafkajs';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { KafkaAdmin } from './kafka/admin.js';
@@ -54,6 +54,8 @@ export interface KafkaTransportOptions {
   readonly maxBatchBytes?: number;
   /** Passed to the consumers (kafkajs `retry.restartOnFailure`); tests use it to provoke a consumer kafkajs does not restart. */
   readonly restartOnFailure?: (err: Error) => Promise<boolean>;
+  /** kafkajs retry options of the consumers (fetch loop, joins): default 8 retries, 200 ms doubling to 5 s. */
+  readonly consumerRetry?: RetryOptions;
   readonly ssl?: KafkaConfig['ssl'];
   readonly sasl?: KafkaConfig['sasl'];
 }
@@ -112,6 +114,7 @@ export async function createKafkaTransport(opts: KafkaTransportOptions): Promise
     commitIntervalMs: opts.commitIntervalMs ?? 100,
     maxConsumerRecreates: opts.maxConsumerRecreates ?? 5,
     joinTimeoutMs: Math.max(60_000, 2 * sessionTimeoutMs),
+    consumerRetry: { retries: 8, initialRetryTime: 200, maxRetryTime: 5_000, ...opts.consumerRetry },
     ...(opts.restartOnFailure ? { restartOnFailure: opts.restartOnFailure } : {}),
   };
   const events = new EventEmitter();
@@ -306,7 +309,9 @@ export async function createKafkaTransport(opts: KafkaTransportOptions): Promise
           events,
           stats,
           settings: { ...settings, prefetch: subOpts?.prefetch ?? defaultPrefetch },
-          newKafka: () => new Kafka(config),
+          // A client per consumer (kafkajs caches committed offsets per client and group); its
+          // connection retries are the consumer's, so a re-creation fails as fast as a consumer does.
+          newKafka: () => new Kafka({ ...config, retry: settings.consumerRetry }),
           produce,
           onClosed: (s) => subscriptions.delete(s),
         },

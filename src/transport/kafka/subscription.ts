@@ -1,5 +1,5 @@
 import type { EventEmitter } from 'node:events';
-import type { Consumer, ConsumerCrashEvent, ConsumerFetchEvent, ConsumerGroupJoinEvent, EachBatchPayload, Kafka, Message } from 'kafkajs';
+import type { Consumer, ConsumerCrashEvent, ConsumerFetchEvent, ConsumerGroupJoinEvent, EachBatchPayload, Kafka, Message, RetryOptions } from 'kafkajs';
 import { classifyError, errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import {
@@ -44,6 +44,7 @@ export interface SubscriptionSettings {
   readonly commitIntervalMs: number;
   readonly maxConsumerRecreates: number;
   readonly joinTimeoutMs: number;
+  readonly consumerRetry: RetryOptions;
   /** Passed to kafkajs: whether a crashed consumer is restarted (default: kafkajs decides). */
   readonly restartOnFailure?: (err: Error) => Promise<boolean>;
 }
@@ -179,9 +180,7 @@ export class KafkaSubscription implements Subscription {
       // how long stop() waits for the fetch loop.
       maxWaitTimeInMs: this.#s.maxWaitTimeMs,
       retry: {
-        retries: 8,
-        initialRetryTime: 200,
-        maxRetryTime: 5_000,
+        ...this.#s.consumerRetry,
         ...(this.#s.restartOnFailure ? { restartOnFailure: this.#s.restartOnFailure } : {}),
       },
     });
