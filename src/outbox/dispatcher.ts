@@ -22,6 +22,8 @@ export class OutboxDispatcher {
   #idleTimer: NodeJS.Timeout | undefined;
   readonly #waiters = new Set<() => void>();
   readonly #settled = new Set<Promise<void>>();
+  /** Messages confirmed by the broker through the fast path (metrics and the bench). */
+  published = 0;
 
   constructor(
     private readonly deps: {
@@ -73,6 +75,7 @@ export class OutboxDispatcher {
     for (const w of written) byMessage.set(w.message.id, [...(byMessage.get(w.message.id) ?? []), w.outboxId]);
     try {
       await this.deps.publisher.publish(written.map((w) => w.message));
+      this.published += written.length;
       this.#confirmed(written.map((w) => w.outboxId));
     } catch (err) {
       const failed = err instanceof PublishError ? new Set(err.failedIds) : new Set(written.map((w) => w.message.id));

@@ -88,6 +88,9 @@ export interface WorkerStats {
   readonly batches: number;
   readonly messages: number;
   readonly timersFired: number;
+  /** Messages published right after COMMIT (the fast path). */
+  readonly published: number;
+  /** Messages published by the relay (recovery, client API, operator actions). */
   readonly relayed: number;
   readonly deadLettersRecorded: number;
 }
@@ -191,6 +194,7 @@ export function createWorker(deps: {
       batches: batchers.reduce((n, b) => n + b.batches, 0),
       messages: batchers.reduce((n, b) => n + b.items, 0),
       timersFired: timers?.fired ?? 0,
+      published: dispatcher.published,
       relayed: relay.published,
       deadLettersRecorded,
     }),

@@ -63,5 +63,7 @@ export async function workerCommand(ctx: CliContext, opts: { module: string; rol
   await worker.start();
   process.stdout.write(`${JSON.stringify({ event: 'worker-ready', role: opts.role, transport: config.transport, pid: process.pid })}\n`);
   await done;
+  // One machine-readable line for supervisors and the bench: what this process did.
+  process.stdout.write(`${JSON.stringify({ event: 'worker-stopped', pid: process.pid, stats: worker.stats() })}\n`);
   if (fatalError) throw new Error(`transport failed: ${errorMessage(fatalError)}`);
 }

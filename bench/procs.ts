@@ -1,0 +1,74 @@
+/** Worker processes for the bench, with their CPU time read from /proc (Linux). */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const ROOT = new URL('../', import.meta.url).pathname;
+const TICKS = 100; // USER_HZ on Linux
+
+export interface WorkerStats {
+  published?: number;
+  relayed?: number;
+  batches?: number;
+  messages?: number;
+}
+
+export class BenchWorker {
+  child: ChildProcess | undefined;
+  stats: WorkerStats | undefined;
+  #exit: Promise<number | null> | undefined;
+  #stderr = '';
+
+  constructor(
+    readonly role: 'all' | 'orchestrator' | 'participants',
+    readonly name: string,
+    readonly vars: Record<string, string>,
+  ) {}
+
+  async start(): Promise<void> {
+    const child = spawn(process.execPath, [join(ROOT, 'bin/sagaflow.js'), 'worker', '--module', join(ROOT, 'examples/order'), '--role', this.role, '--name', this.name], {
+      cwd: ROOT,
+      env: { ...process.env, ...this.vars },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child = child;
+    this.stats = undefined;
+    child.stderr!.on('data', (c: Buffer) => (this.#stderr = (this.#stderr + c.toString()).slice(-20_000)));
+    this.#exit = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+    let out = '';
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.on('data', (c: Buffer) => {
+        out += c.toString();
+        for (const line of out.split('\n')) {
+          if (line.includes('"worker-ready"')) resolve();
+          if (line.includes('"worker-stopped"')) this.stats = (JSON.parse(line) as { stats: WorkerStats }).stats;
+        }
+        out = out.slice(out.lastIndexOf('\n') + 1);
+      });
+      child.once('exit', (code) => reject(new Error(`${this.name} exited with ${code}: ${this.#stderr.slice(-2000)}`)));
+    });
+  }
+
+  /** CPU seconds (user + system) used so far. */
+  cpuSeconds(): number {
+    const pid = this.child?.pid;
+    if (!pid) return 0;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / TICKS;
+    } catch {
+      return 0;
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (!this.child || this.child.exitCode !== null) return;
+    this.child.kill('SIGTERM');
+    await this.#exit;
+  }
+
+  stderrTail(): string {
+    return this.#stderr.slice(-3000);
+  }
+}

@@ -1,0 +1,381 @@
+/**
+ * `npm run bench -- --transport rabbitmq|kafka|memory --sagas N [--json]`
+ *
+ * The reference workload of PERFORMANCE.md: the order saga (reserve stock, charge, ship; every
+ * 10th order fails at shipping and is compensated), with the orchestrator and the participants in
+ * separate worker processes (memory: one process, it cannot cross processes). Prints a table and,
+ * last, one JSON line. It measures; it never fails on a timing.
+ *
+ * Phases: raw transport baseline (plain amqplib / kafkajs, same message size) -> warm-up ->
+ * saturation (N sagas published as fast as possible; completed sagas/s, latency, commits per
+ * saga from pg_stat_database, broker messages per saga, worker CPU) -> open-loop fixed arrival
+ * rate at ~50% of saturation (latency p50/p99, scheduled-time based, no coordinated omission).
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { exampleTables, migrateExample } from '../examples/order/participants.js';
+import { makeOrders } from '../examples/order/run.js';
+import orderModule from '../examples/order/index.js';
+import { PlaceOrder } from '../examples/order/messages.js';
+import { createClient } from '../src/client.js';
+import { sagaIdFor } from '../src/saga/engine.js';
+import { loadConfig, type Config } from '../src/config.js';
+import { createDb, type Db } from '../src/db/db.js';
+import { migrate } from '../src/db/migrate.js';
+import { silentLogger } from '../src/log.js';
+import { createTransport } from '../src/transport/create.js';
+import { MemoryTransport } from '../src/transport/memory.js';
+import type { Transport } from '../src/transport/transport.js';
+import { createWorker, type Worker } from '../src/worker/worker.js';
+import { kafkaBaseline, rabbitBaseline, type BaselineResult } from './baseline.js';
+import { BenchWorker } from './procs.js';
+
+const TERMINAL = new Set(['SagaCompleted', 'SagaCompensated', 'SagaFailed']);
+
+const { values: a } = parseArgs({
+  options: {
+    transport: { type: 'string', default: 'rabbitmq' },
+    sagas: { type: 'string', default: '20000' },
+    json: { type: 'boolean', default: false },
+    rate: { type: 'string' },
+    'half-load-seconds': { type: 'string', default: '15' },
+    participants: { type: 'string', default: '1' },
+    batch: { type: 'string', default: '64' },
+    prefetch: { type: 'string', default: '512' },
+    concurrency: { type: 'string', default: '2' },
+    'db-pool': { type: 'string', default: '8' },
+    events: { type: 'string', default: 'terminal' },
+    partitions: { type: 'string', default: '6' },
+    'baseline-messages': { type: 'string', default: '20000' },
+    'skip-baseline': { type: 'boolean', default: false },
+    'skip-half-load': { type: 'boolean', default: false },
+    'queue-type': { type: 'string', default: 'quorum' },
+  },
+  strict: true,
+});
+
+const transportName = a.transport as 'memory' | 'rabbitmq' | 'kafka';
+if (!['memory', 'rabbitmq', 'kafka'].includes(transportName)) throw new Error(`--transport must be memory, rabbitmq or kafka`);
+const N = Number(a.sagas);
+const id = randomBytes(4).toString('hex');
+const schema = `bench_${id}`;
+const exampleSchema = `bench_${id}_ex`;
+const namespace = `bench_${id}.`;
+let lastProgress = 0;
+/** A progress line at most once a second; rewritten in place on a terminal, appended otherwise. */
+const progress = (s: string) => {
+  const now = Date.now();
+  if (now - lastProgress < (process.stderr.isTTY ? 1000 : 5000)) return;
+  lastProgress = now;
+  process.stderr.write(process.stderr.isTTY ? `\r\x1b[K[bench ${transportName}] ${s}` : `[bench ${transportName}] ${s}\n`);
+};
+const note = (s: string) => process.stderr.write(`${process.stderr.isTTY ? '\r\x1b[K' : ''}[bench ${transportName}] ${s}\n`);
+
+function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function xactCommits(db: Db): Promise<number> {
+  const { rows } = await db.query<{ n: string }>('SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()');
+  return Number(rows[0]!.n);
+}
+
+/** Stats reach pg_stat_database when backends flush them; wait until the counter stops moving. */
+async function settledCommits(db: Db): Promise<number> {
+  let last = await xactCommits(db);
+  for (let i = 0; i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 300));
+    const now = await xactCommits(db);
+    if (now === last) return now;
+    last = now;
+  }
+  return last;
+}
+
+interface Phase {
+  sagas: number;
+  seconds: number;
+  sagasPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+async function main(): Promise<void> {
+  let kafkaBroker: { brokers: string; stop(): Promise<void> } | undefined;
+  let kafkaBrokers = process.env.KAFKA_BROKERS ?? '';
+  if (transportName === 'kafka' && !kafkaBrokers) {
+    const { startKafkaBroker } = await import('../scripts/kafka/broker.js');
+    note('no KAFKA_BROKERS: starting the project broker');
+    kafkaBroker = await startKafkaBroker({ partitions: Number(a.partitions) });
+    kafkaBrokers = kafkaBroker.brokers;
+  }
+  const vars: Record<string, string> = {
+    DATABASE_URL: process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
+    SAGAFLOW_SCHEMA: schema,
+    ORDER_EXAMPLE_SCHEMA: exampleSchema,
+    SAGAFLOW_TRANSPORT: transportName,
+    SAGAFLOW_NAMESPACE: namespace,
+    AMQP_URL: process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
+    KAFKA_BROKERS: kafkaBrokers || '127.0.0.1:9092',
+    LOG_LEVEL: 'warn',
+    SAGAFLOW_EVENTS: a.events!,
+    SAGAFLOW_MAX_BATCH: a.batch!,
+    SAGAFLOW_PREFETCH: a.prefetch!,
+    SAGAFLOW_CONCURRENT_BATCHES: a.concurrency!,
+    SAGAFLOW_DB_POOL: a['db-pool']!,
+    SAGAFLOW_KAFKA_PARTITIONS: a.partitions!,
+    SAGAFLOW_RABBITMQ_QUEUE_TYPE: a['queue-type']!,
+  };
+  const config: Config = loadConfig(vars);
+  const db = createDb({ connectionString: config.databaseUrl, max: 2, applicationName: 'sagaflow-bench' });
+  await migrate(db, schema);
+  await migrateExample(db, exampleSchema);
+
+  // The message size of the baseline: a typical saga message (a ReserveStock-sized envelope).
+  const sample = createClient({ schema }).build(PlaceOrder, makeOrders(1)[0]!, {});
+  const messageBytes = sample.body.length;
+  let baseline: BaselineResult | undefined;
+  if (!a['skip-baseline'] && transportName !== 'memory') {
+    progress('raw transport baseline...');
+    baseline =
+      transportName === 'rabbitmq'
+        ? await rabbitBaseline(config.amqpUrl, Number(a['baseline-messages']), messageBytes, config.rabbitQueueType)
+        : await kafkaBaseline(config.kafkaBrokers, Number(a['baseline-messages']), messageBytes, config.kafkaPartitions);
+    note(`baseline: ${Math.round(baseline.msgsPerSec)} msgs/s (${messageBytes}-byte messages, publish with confirms + consume/ack)`);
+  }
+
+  // The bench's own client of the broker: publishes orders, listens to terminal events.
+  const memory = transportName === 'memory' ? new MemoryTransport() : undefined;
+  const transport: Transport = memory ?? (await createTransport(config, silentLogger(), { clientId: 'sagaflow-bench' }));
+  const mod = orderModule({ env: vars });
+  const sent = new Map<string, number>();
+  const latencies: number[] = [];
+  let terminal = 0;
+  await transport.declare({ topics: [{ name: config.eventsTopic, requireRoute: false }], consumers: [{ consumer: 'bench.events', topics: [config.eventsTopic] }] });
+  await transport.subscriber.subscribe([config.eventsTopic], 'bench.events', async (d) => {
+    if (!TERMINAL.has(d.type ?? '')) return;
+    const sagaId = d.key!;
+    const t0 = sent.get(sagaId);
+    if (t0 === undefined) return;
+    sent.delete(sagaId);
+    latencies.push(performance.now() - t0);
+    terminal++;
+  }, { prefetch: 1000 });
+
+  const workers: BenchWorker[] = [];
+  let inProcess: { worker: Worker; db: Db } | undefined;
+  async function startWorkers(): Promise<void> {
+    if (memory) {
+      const wdb = createDb({ connectionString: config.databaseUrl, max: config.dbPool, applicationName: 'sagaflow-bench-worker' });
+      const worker = createWorker({
+        db: wdb,
+        transport: memory,
+        module: mod,
+        options: { schema, prefetch: config.prefetch, maxBatch: config.maxBatch, maxConcurrentBatches: config.concurrentBatches, events: config.events },
+      });
+      await worker.start();
+      inProcess = { worker, db: wdb };
+      return;
+    }
+    workers.length = 0;
+    workers.push(new BenchWorker('orchestrator', 'bench-orchestrator', vars));
+    for (let i = 0; i < Number(a.participants); i++) workers.push(new BenchWorker('participants', `bench-participants-${i}`, vars));
+    await Promise.all(workers.map((w) => w.start()));
+  }
+  async function stopWorkers(): Promise<{ published: number }> {
+    if (inProcess) {
+      const s = inProcess.worker.stats();
+      await inProcess.worker.stop();
+      await inProcess.db.close();
+      inProcess = undefined;
+      return { published: s.published + s.relayed };
+    }
+    await Promise.all(workers.map((w) => w.stop()));
+    return { published: workers.reduce((n, w) => n + (w.stats?.published ?? 0) + (w.stats?.relayed ?? 0), 0) };
+  }
+  const cpu = (): number => (memory ? (process.cpuUsage().user + process.cpuUsage().system) / 1e6 : workers.reduce((s, w) => s + w.cpuSeconds(), 0));
+
+  async function awaitTerminal(target: number, label: string, started: number): Promise<number> {
+    const deadline = Date.now() + 120_000 + target * 20;
+    let lastTerminal = performance.now();
+    let lastCount = -1;
+    while (terminal < target) {
+      if (terminal !== lastCount) {
+        lastCount = terminal;
+        lastTerminal = performance.now();
+      }
+      progress(`${label}: ${terminal}/${target} sagas ended (${((performance.now() - started) / 1000).toFixed(1)} s)`);
+      if (Date.now() > deadline) throw new Error(`${label}: only ${terminal}/${target} sagas ended before the deadline`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    void lastTerminal;
+    return performance.now();
+  }
+
+  async function saturate(n: number, label: string, runId: string): Promise<Phase> {
+    terminal = 0;
+    latencies.length = 0;
+    const orders = makeOrders(n, { runId });
+    const started = performance.now();
+    const client = createClient({ schema, publisher: transport.publisher });
+    const chunk = 500;
+    for (let i = 0; i < n; i += chunk) {
+      const now = performance.now();
+      const msgs = orders.slice(i, i + chunk).map((o) => startMessage(client, o));
+      for (const m of msgs) sent.set(m.key, now);
+      await transport.publisher.publish(msgs);
+    }
+    const ended = await awaitTerminal(n, label, started);
+    const seconds = (ended - started) / 1000;
+    const sorted = [...latencies].sort((x, y) => x - y);
+    return { sagas: n, seconds, sagasPerSec: n / seconds, p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99) };
+  }
+
+  async function openLoop(rate: number, seconds: number, runId: string): Promise<Phase> {
+    terminal = 0;
+    latencies.length = 0;
+    const n = Math.max(1, Math.round(rate * seconds));
+    const orders = makeOrders(n, { runId });
+    const client = createClient({ schema, publisher: transport.publisher });
+    const started = performance.now();
+    let next = 0;
+    const publishes: Promise<void>[] = [];
+    while (next < n) {
+      const due = Math.min(n, Math.floor(((performance.now() - started) / 1000) * rate) + 1);
+      if (due > next) {
+        const msgs = orders.slice(next, due).map((o, k) => {
+          const m = startMessage(client, o);
+          // Latency counts from the scheduled arrival, so a slow publish cannot hide queueing.
+          sent.set(m.key, started + ((next + k) / rate) * 1000);
+          return m;
+        });
+        next = due;
+        publishes.push(transport.publisher.publish(msgs));
+      }
+      progress(`half load (${Math.round(rate)}/s): ${next}/${n} published, ${terminal} ended`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await Promise.all(publishes);
+    const ended = await awaitTerminal(n, `half load (${Math.round(rate)}/s)`, started);
+    const sorted = [...latencies].sort((x, y) => x - y);
+    return { sagas: n, seconds: (ended - started) / 1000, sagasPerSec: n / ((ended - started) / 1000), p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99) };
+  }
+
+  try {
+    await startWorkers();
+    progress('warm-up...');
+    await saturate(Math.min(500, N), 'warm-up', `${id}-w`);
+    // pg_stat_database counts every commit in this database, ours and the workers'; the delta over
+    // the saturation phase, read after the workers exited (which flushes their stats), is per saga.
+    await stopWorkers();
+    const commits0 = await settledCommits(db);
+    await startWorkers();
+    const cpu0 = cpu();
+    const sat = await saturate(N, 'saturation', `${id}-s`);
+    const cpuUsed = cpu() - cpu0;
+    const { published } = await stopWorkers();
+    const commits = (await settledCommits(db)) - commits0;
+    note(`saturation: ${N} sagas in ${sat.seconds.toFixed(1)} s = ${Math.round(sat.sagasPerSec)} sagas/s`);
+    let half: Phase | undefined;
+    if (!a['skip-half-load']) {
+      await startWorkers();
+      const rate = a.rate ? Number(a.rate) : sat.sagasPerSec / 2;
+      half = await openLoop(rate, Number(a['half-load-seconds']), `${id}-h`);
+      await stopWorkers();
+      note(`half load: ${half.sagas} sagas at ${Math.round(rate)}/s, p50 ${half.p50Ms.toFixed(1)} ms, p99 ${half.p99Ms.toFixed(1)} ms`);
+    }
+    const t = exampleTables(exampleSchema);
+    const twice = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM (SELECT 1 FROM ${t.effects} GROUP BY order_id, kind HAVING count(*) > 1) x`);
+    const messagesPerSaga = (published + N) / N; // worker publishes + the PlaceOrder the bench sent
+    const result = {
+      transport: transportName,
+      sagas: N,
+      sagasPerSec: Math.round(sat.sagasPerSec),
+      p50Ms: round(sat.p50Ms),
+      p99Ms: round(sat.p99Ms),
+      p50MsAtHalfLoad: half ? round(half.p50Ms) : null,
+      p99MsAtHalfLoad: half ? round(half.p99Ms) : null,
+      halfLoadRate: half ? Math.round(half.sagas / Number(a['half-load-seconds'])) : null,
+      commitsPerSaga: round(commits / N, 2),
+      messagesPerSaga: round(messagesPerSaga, 2),
+      cpuSecPer1000: round((cpuUsed / N) * 1000, 2),
+      baselineMsgsPerSec: baseline ? Math.round(baseline.msgsPerSec) : null,
+      fractionOfBaseline: baseline ? round((sat.sagasPerSec * messagesPerSaga) / baseline.msgsPerSec, 3) : null,
+      messageBytes,
+      effectsAppliedTwice: twice.rows[0]!.n,
+      processes: memory ? 'one process (memory transport)' : `orchestrator x1, participants x${a.participants}`,
+      settings: { batch: Number(a.batch), prefetch: Number(a.prefetch), concurrency: Number(a.concurrency), dbPool: Number(a['db-pool']), events: a.events },
+    };
+    if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+    if (!a.json) {
+      const rows: [string, unknown][] = [
+        ['transport', result.transport],
+        ['processes', result.processes],
+        ['sagas (saturation)', N],
+        ['completed sagas/s', result.sagasPerSec],
+        ['latency p50 / p99 at saturation (ms)', `${result.p50Ms} / ${result.p99Ms}`],
+        ['latency p50 / p99 at ~50% load (ms)', half ? `${result.p50MsAtHalfLoad} / ${result.p99MsAtHalfLoad} (${result.halfLoadRate}/s)` : 'skipped'],
+        ['Postgres commits per saga', result.commitsPerSaga],
+        ['broker messages per saga', result.messagesPerSaga],
+        ['worker CPU s per 1,000 sagas', result.cpuSecPer1000],
+        ['raw transport baseline (msgs/s)', result.baselineMsgsPerSec ?? 'n/a'],
+        ['fraction of baseline', result.fractionOfBaseline ?? 'n/a'],
+        ['effects applied twice', result.effectsAppliedTwice],
+      ];
+      for (const [k, v] of rows) process.stdout.write(`${k.padEnd(40)} ${String(v)}\n`);
+    }
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+  } finally {
+    await stopWorkers().catch(() => undefined);
+    await transport.close().catch(() => undefined);
+    await cleanupBroker(config, transportName).catch((err: unknown) => note(`cleanup: ${(err as Error).message}`));
+    await db.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => undefined);
+    await db.query(`DROP SCHEMA IF EXISTS "${exampleSchema}" CASCADE`).catch(() => undefined);
+    await db.close();
+    await kafkaBroker?.stop();
+  }
+}
+
+/** A PlaceOrder whose key is its saga id (what the terminal event carries). */
+function startMessage(client: ReturnType<typeof createClient>, o: ReturnType<typeof makeOrders>[number]) {
+  const messageId = randomUUID();
+  return client.build(PlaceOrder, o, { messageId, sagaId: sagaIdFor(messageId), correlationId: o.orderId });
+}
+
+function round(x: number, digits = 1): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+/** Deletes the bench's namespace from the broker. */
+async function cleanupBroker(config: Config, kind: string): Promise<void> {
+  if (kind === 'rabbitmq') {
+    const { execFileSync } = await import('node:child_process');
+    const amqp = await import('amqplib');
+    const list = (what: string) =>
+      (JSON.parse(execFileSync('rabbitmqctl', [what, 'name', '--formatter', 'json', '-q'], { encoding: 'utf8' })) as { name: string }[])
+        .map((x) => x.name)
+        .filter((n) => n.startsWith(namespace));
+    const conn = await amqp.connect(config.amqpUrl);
+    const ch = await conn.createChannel();
+    for (const q of list('list_queues')) await ch.deleteQueue(q);
+    for (const x of list('list_exchanges')) await ch.deleteExchange(x);
+    await conn.close();
+  } else if (kind === 'kafka') {
+    const { Kafka, logLevel } = await import('kafkajs');
+    const admin = new Kafka({ brokers: [...config.kafkaBrokers], logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    const topics = (await admin.listTopics()).filter((t) => t.startsWith(namespace));
+    if (topics.length) await admin.deleteTopics({ topics });
+    await admin.disconnect();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`\nbench failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);
