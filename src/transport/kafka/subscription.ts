@@ -323,8 +323,11 @@ export class KafkaSubscription implements Subscription {
         break;
       }
       if (st.retry) {
-        const due = retryDue(m);
-        if (due > Date.now()) {
+        // Never later than the tier's delay from now: a producer whose clock runs ahead (or a
+        // garbled header) cannot park a record longer than its topic's delay.
+        const now = Date.now();
+        const due = Math.min(retryDue(m), now + (this.#retryTopics.get(batch.topic) ?? 0));
+        if (due > now) {
           this.#holdUntil(st, due);
           payload.pause();
           all = false;
@@ -343,7 +346,13 @@ export class KafkaSubscription implements Subscription {
     if (st.dueTimer) clearTimeout(st.dueTimer);
     st.dueTimer = setTimeout(() => {
       st.dueTimer = undefined;
-      if (!st.capacityPaused) this.#resume(st);
+      if (!this.#full(st)) {
+        this.#resume(st);
+      } else if (!st.capacityPaused) {
+        // Due, but no room: resumed by #afterTask once handlers finish.
+        st.capacityPaused = true;
+        this.#capacityPaused.add(st);
+      }
     }, Math.max(1, due - Date.now()));
   }
 
@@ -377,6 +386,8 @@ export class KafkaSubscription implements Subscription {
 
   async #runKey(st: PartitionState, key: string, queue: Fifo<Task>): Promise<void> {
     for (let task = queue.peek(); task; task = queue.peek()) {
+      // Closing: records not started yet are left unfinished (not committed, delivered again later).
+      if (this.#closing) break;
       const finished = await this.#execute(task.delivery);
       if (finished) st.finish(task.entry);
       this.#inFlight--;
