@@ -23,7 +23,8 @@ import {
  * The three services of the order example, each keeping its own state in Postgres. Their writes
  * run in the worker's transaction (inbox + business write + outbox reply commit together), and
  * each is also idempotent by business key (the order id), so a retried command with a NEW message
- * id (a saga retry after a timeout) still applies its effect once. Every applied effect is logged
+ * id (a saga retry after a timeout) still applies its effect once. They are batch handlers
+ * (`onBatch`): a worker hands them every command of one type in its transaction at once. Every applied effect is logged
  * in `effects` WITHOUT a unique key, so tests can prove that nothing was applied twice.
  */
 const SCHEMA = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -72,98 +73,143 @@ export async function migrateExample(db: Db, schema: string, skus = 10_000): Pro
 export function orderParticipants(schema: string) {
   const t = exampleTables(schema);
 
-  // Each handler needs one or two round trips: a read that decides, and one statement with
-  // data-modifying CTEs for every write (business rows and the effects ledger together).
+  // Batch handlers: one read and one write statement for a whole batch of commands (set-based
+  // SQL with unnest), whatever the batch size. Every decision is still made per command.
   const stock = defineParticipant('stock')
-    .on(
+    .onBatch(
       ReserveStock,
-      async ({ payload, tx }) => {
-        const items = mergeItems(payload.items);
-        const skus = items.map((i) => i.sku);
-        // Sorted skus: concurrent transactions lock inventory rows in the same order (no deadlock).
-        const read = await tx.query<{ reservation_id: string | null; sku: string | null; available: string | null }>(
-          `SELECT r.reservation_id, NULL AS sku, NULL AS available FROM ${t.reservations} r WHERE r.order_id = $1
+      async ({ items, tx }) => {
+        const orderIds = items.map((i) => i.payload.orderId);
+        const skus = [...new Set(items.flatMap((i) => i.payload.items.map((x) => x.sku)))].sort();
+        // Inventory rows are locked in sku order: concurrent batches never deadlock on them.
+        const read = await tx.query<{ kind: 'reservation' | 'stock'; k: string; v: string }>(
+          `SELECT 'reservation' AS kind, order_id AS k, reservation_id AS v FROM ${t.reservations} WHERE order_id = ANY($1::text[])
            UNION ALL
-           SELECT NULL, i.sku, i.available::text FROM (SELECT sku, available FROM ${t.inventory} WHERE sku = ANY($2::text[]) ORDER BY sku FOR UPDATE) i`,
-          [payload.orderId, skus],
+           SELECT 'stock', sku, available::text FROM (SELECT sku, available FROM ${t.inventory} WHERE sku = ANY($2::text[]) ORDER BY sku FOR UPDATE) i`,
+          [orderIds, skus],
         );
-        const existing = read.rows.find((r) => r.reservation_id !== null);
-        if (existing) return reply(StockReserved, { orderId: payload.orderId, reservationId: existing.reservation_id! });
-        if (payload.reject) return reply(StockRejected, { orderId: payload.orderId, reason: 'out of stock' });
-        const available = new Map(read.rows.filter((r) => r.sku !== null).map((r) => [r.sku!, Number(r.available)]));
-        const short = items.find((i) => (available.get(i.sku) ?? 0) < i.qty);
-        if (short) return reply(StockRejected, { orderId: payload.orderId, reason: `not enough ${short.sku}` });
-        const reservationId = randomUUID();
-        await tx.query(
-          `WITH inv AS (
-             UPDATE ${t.inventory} i SET available = i.available - x.qty FROM unnest($3::text[], $4::int[]) AS x(sku, qty) WHERE i.sku = x.sku),
-           res AS (INSERT INTO ${t.reservations} (order_id, reservation_id, items, status) VALUES ($1, $2, $5, 'reserved'))
-           INSERT INTO ${t.effects} (order_id, kind) VALUES ($1, 'reserve')`,
-          [payload.orderId, reservationId, skus, items.map((i) => i.qty), JSON.stringify(items)],
-        );
-        return reply(StockReserved, { orderId: payload.orderId, reservationId });
+        const reserved = new Map(read.rows.filter((r) => r.kind === 'reservation').map((r) => [r.k, r.v]));
+        const available = new Map(read.rows.filter((r) => r.kind === 'stock').map((r) => [r.k, Number(r.v)]));
+        const taken = new Map<string, number>();
+        const created: { orderId: string; reservationId: string; lines: { sku: string; qty: number }[] }[] = [];
+        const replies = items.map(({ payload }) => {
+          // Idempotent by order id: a retried command (new message id) finds the reservation.
+          const existing = reserved.get(payload.orderId);
+          if (existing) return reply(StockReserved, { orderId: payload.orderId, reservationId: existing });
+          if (payload.reject) return reply(StockRejected, { orderId: payload.orderId, reason: 'out of stock' });
+          const lines = mergeItems(payload.items);
+          const short = lines.find((l) => (available.get(l.sku) ?? 0) < l.qty);
+          if (short) return reply(StockRejected, { orderId: payload.orderId, reason: `not enough ${short.sku}` });
+          for (const l of lines) {
+            available.set(l.sku, available.get(l.sku)! - l.qty);
+            taken.set(l.sku, (taken.get(l.sku) ?? 0) + l.qty);
+          }
+          const reservationId = randomUUID();
+          reserved.set(payload.orderId, reservationId);
+          created.push({ orderId: payload.orderId, reservationId, lines });
+          return reply(StockReserved, { orderId: payload.orderId, reservationId });
+        });
+        if (created.length > 0) {
+          await tx.query(
+            `WITH inv AS (
+               UPDATE ${t.inventory} i SET available = i.available - x.qty FROM unnest($1::text[], $2::int[]) AS x(sku, qty) WHERE i.sku = x.sku),
+             res AS (
+               INSERT INTO ${t.reservations} (order_id, reservation_id, items, status)
+               SELECT o, r, it, 'reserved' FROM unnest($3::text[], $4::text[], $5::jsonb[]) AS x(o, r, it))
+             INSERT INTO ${t.effects} (order_id, kind) SELECT o, 'reserve' FROM unnest($3::text[]) AS o`,
+            [
+              [...taken.keys()],
+              [...taken.values()],
+              created.map((c) => c.orderId),
+              created.map((c) => c.reservationId),
+              created.map((c) => JSON.stringify(c.lines)),
+            ],
+          );
+        }
+        return replies;
       },
       [StockReserved, StockRejected],
     )
-    .on(
+    .onBatch(
       ReleaseStock,
-      async ({ payload, tx }) => {
+      async ({ items, tx }) => {
         // Idempotent by state: only a reservation still 'reserved' is released (and logged) once.
-        const released = await tx.query<{ reservation_id: string }>(
-          `WITH r AS (
-             UPDATE ${t.reservations} SET status = 'released', released_at = now()
-             WHERE order_id = $1 AND status = 'reserved' RETURNING order_id, reservation_id, items),
+        const { rows: mismatched } = await tx.query<{ order_id: string; held: string; asked: string }>(
+          `WITH req AS (SELECT o AS order_id, r AS reservation_id FROM unnest($1::text[], $2::text[]) AS x(o, r)),
+           rel AS (
+             UPDATE ${t.reservations} res SET status = 'released', released_at = now() FROM req
+             WHERE res.order_id = req.order_id AND res.status = 'reserved' AND res.reservation_id = req.reservation_id
+             RETURNING res.order_id, res.items),
            inv AS (
              UPDATE ${t.inventory} i SET available = i.available + x.qty
-             FROM r, jsonb_to_recordset(r.items) AS x(sku text, qty int) WHERE i.sku = x.sku),
-           eff AS (INSERT INTO ${t.effects} (order_id, kind) SELECT order_id, 'release' FROM r)
-           SELECT reservation_id FROM r`,
-          [payload.orderId],
+             FROM (SELECT l.sku, sum(l.qty)::int AS qty FROM rel, jsonb_to_recordset(rel.items) AS l(sku text, qty int) GROUP BY l.sku) x
+             WHERE i.sku = x.sku),
+           eff AS (INSERT INTO ${t.effects} (order_id, kind) SELECT order_id, 'release' FROM rel)
+           SELECT req.order_id, res.reservation_id AS held, req.reservation_id AS asked FROM req
+           JOIN ${t.reservations} res ON res.order_id = req.order_id
+           WHERE res.status = 'reserved' AND res.reservation_id <> req.reservation_id`,
+          [items.map((i) => i.payload.orderId), items.map((i) => i.payload.reservationId)],
         );
-        const found = released.rows[0]?.reservation_id;
-        if (found !== undefined && found !== payload.reservationId) {
-          // Data that does not add up is not something to paper over: throwing rolls the release
-          // back, and after its retries the command lands in the dead letters for a human.
-          throw new Error(`reservation mismatch for order ${payload.orderId}: asked to release ${payload.reservationId}, holding ${found}`);
+        const bad = mismatched[0];
+        if (bad) {
+          // Data that does not add up is not something to paper over: throwing rolls the batch
+          // back; re-run one by one, only this command fails and, after its retries, lands in the
+          // dead letters for a human.
+          throw new Error(`reservation mismatch for order ${bad.order_id}: asked to release ${bad.asked}, holding ${bad.held}`);
         }
-        return reply(StockReleased, { orderId: payload.orderId });
+        return items.map((i) => reply(StockReleased, { orderId: i.payload.orderId }));
       },
       [StockReleased],
     )
     .build();
 
   const payment = defineParticipant('payment')
-    .on(
+    .onBatch(
       ChargePayment,
-      async ({ payload, tx }) => {
-        const read = await tx.query<{ payment_id: string | null; outage: boolean }>(
-          `SELECT (SELECT payment_id FROM ${t.payments} WHERE order_id = $1) AS payment_id,
-                  coalesce((SELECT value = 'true'::jsonb FROM ${t.settings} WHERE key = 'payment_outage'), false) AS outage`,
-          [payload.orderId],
+      async ({ items, tx }) => {
+        const read = await tx.query<{ order_id: string | null; payment_id: string | null; outage: boolean | null }>(
+          `SELECT order_id, payment_id, NULL::boolean AS outage FROM ${t.payments} WHERE order_id = ANY($1::text[])
+           UNION ALL
+           SELECT NULL, NULL, value = 'true'::jsonb FROM ${t.settings} WHERE key = 'payment_outage'`,
+          [items.map((i) => i.payload.orderId)],
         );
-        const { payment_id: existing, outage } = read.rows[0]!;
-        if (existing) return reply(PaymentCharged, { orderId: payload.orderId, paymentId: existing });
-        if (outage) return reply(PaymentUnavailable, { orderId: payload.orderId, reason: 'unavailable: payment gateway outage' });
-        if (payload.decline) return reply(PaymentDeclined, { orderId: payload.orderId, reason: 'card declined' });
-        const paymentId = randomUUID();
-        await tx.query(
-          `WITH p AS (INSERT INTO ${t.payments} (order_id, payment_id, customer_id, amount_cents, status) VALUES ($1, $2, $3, $4, 'charged'))
-           INSERT INTO ${t.effects} (order_id, kind) VALUES ($1, 'charge')`,
-          [payload.orderId, paymentId, payload.customerId, payload.amountCents],
-        );
-        return reply(PaymentCharged, { orderId: payload.orderId, paymentId });
+        const paid = new Map(read.rows.filter((r) => r.order_id !== null).map((r) => [r.order_id!, r.payment_id!]));
+        const outage = read.rows.some((r) => r.outage === true);
+        const created: { orderId: string; paymentId: string; customerId: string; amountCents: number }[] = [];
+        const replies = items.map(({ payload }) => {
+          const existing = paid.get(payload.orderId);
+          if (existing) return reply(PaymentCharged, { orderId: payload.orderId, paymentId: existing });
+          if (outage) return reply(PaymentUnavailable, { orderId: payload.orderId, reason: 'unavailable: payment gateway outage' });
+          if (payload.decline) return reply(PaymentDeclined, { orderId: payload.orderId, reason: 'card declined' });
+          const paymentId = randomUUID();
+          paid.set(payload.orderId, paymentId);
+          created.push({ orderId: payload.orderId, paymentId, customerId: payload.customerId, amountCents: payload.amountCents });
+          return reply(PaymentCharged, { orderId: payload.orderId, paymentId });
+        });
+        if (created.length > 0) {
+          await tx.query(
+            `WITH p AS (
+               INSERT INTO ${t.payments} (order_id, payment_id, customer_id, amount_cents, status)
+               SELECT o, p, c, a, 'charged' FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS x(o, p, c, a))
+             INSERT INTO ${t.effects} (order_id, kind) SELECT o, 'charge' FROM unnest($1::text[]) AS o`,
+            [created.map((c) => c.orderId), created.map((c) => c.paymentId), created.map((c) => c.customerId), created.map((c) => c.amountCents)],
+          );
+        }
+        return replies;
       },
       [PaymentCharged, PaymentDeclined, PaymentUnavailable],
     )
-    .on(
+    .onBatch(
       RefundPayment,
-      async ({ payload, tx }) => {
+      async ({ items, tx }) => {
         await tx.query(
-          `WITH p AS (UPDATE ${t.payments} SET status = 'refunded', refunded_at = now() WHERE order_id = $1 AND status = 'charged' RETURNING order_id)
+          `WITH p AS (
+             UPDATE ${t.payments} SET status = 'refunded', refunded_at = now()
+             WHERE order_id = ANY($1::text[]) AND status = 'charged' RETURNING order_id)
            INSERT INTO ${t.effects} (order_id, kind) SELECT order_id, 'refund' FROM p`,
-          [payload.orderId],
+          [items.map((i) => i.payload.orderId)],
         );
-        return reply(PaymentRefunded, { orderId: payload.orderId });
+        return items.map((i) => reply(PaymentRefunded, { orderId: i.payload.orderId }));
       },
       [PaymentRefunded],
     )
@@ -181,19 +227,32 @@ export function orderParticipants(schema: string) {
     .build();
 
   const shipping = defineParticipant('shipping')
-    .on(
+    .onBatch(
       ShipOrder,
-      async ({ payload, tx }) => {
-        const existing = await tx.query<{ tracking_number: string }>(`SELECT tracking_number FROM ${t.shipments} WHERE order_id = $1`, [payload.orderId]);
-        if (existing.rows[0]) return reply(OrderShipped, { orderId: payload.orderId, trackingNumber: existing.rows[0].tracking_number });
-        if (payload.fail) return reply(ShippingFailed, { orderId: payload.orderId, reason: 'address not deliverable' });
-        const trackingNumber = `TRK-${randomUUID().slice(0, 8)}`;
-        await tx.query(
-          `WITH s AS (INSERT INTO ${t.shipments} (order_id, tracking_number) VALUES ($1, $2))
-           INSERT INTO ${t.effects} (order_id, kind) VALUES ($1, 'ship')`,
-          [payload.orderId, trackingNumber],
+      async ({ items, tx }) => {
+        const read = await tx.query<{ order_id: string; tracking_number: string }>(
+          `SELECT order_id, tracking_number FROM ${t.shipments} WHERE order_id = ANY($1::text[])`,
+          [items.map((i) => i.payload.orderId)],
         );
-        return reply(OrderShipped, { orderId: payload.orderId, trackingNumber });
+        const shipped = new Map(read.rows.map((r) => [r.order_id, r.tracking_number]));
+        const created: { orderId: string; trackingNumber: string }[] = [];
+        const replies = items.map(({ payload }) => {
+          const existing = shipped.get(payload.orderId);
+          if (existing) return reply(OrderShipped, { orderId: payload.orderId, trackingNumber: existing });
+          if (payload.fail) return reply(ShippingFailed, { orderId: payload.orderId, reason: 'address not deliverable' });
+          const trackingNumber = `TRK-${randomUUID().slice(0, 8)}`;
+          shipped.set(payload.orderId, trackingNumber);
+          created.push({ orderId: payload.orderId, trackingNumber });
+          return reply(OrderShipped, { orderId: payload.orderId, trackingNumber });
+        });
+        if (created.length > 0) {
+          await tx.query(
+            `WITH s AS (INSERT INTO ${t.shipments} (order_id, tracking_number) SELECT * FROM unnest($1::text[], $2::text[]))
+             INSERT INTO ${t.effects} (order_id, kind) SELECT o, 'ship' FROM unnest($1::text[]) AS o`,
+            [created.map((c) => c.orderId), created.map((c) => c.trackingNumber)],
+          );
+        }
+        return replies;
       },
       [OrderShipped, ShippingFailed],
     )

@@ -11,7 +11,7 @@ import type { OutgoingMessage } from '../transport/transport.js';
 import type { Outcome } from './batcher.js';
 import { writeBatch } from './batch-write.js';
 import type { Inbound } from './decode.js';
-import type { ParticipantDefinition } from './participant.js';
+import type { ParticipantDefinition, Reply } from './participant.js';
 import type { Work } from './transactional.js';
 
 export interface ParticipantConsumerDeps {
@@ -30,6 +30,33 @@ const ECHOED = Object.values(STEP_HEADERS);
 /** Reply ids derive from the command id: a re-run of the same command yields the same reply id. */
 export function replyId(commandId: string, participant: string): string {
   return uuidv5(`${commandId}:reply:${participant}`, SAGAFLOW_NAMESPACE);
+}
+
+function buildReply(participant: string, env: Envelope, r: Reply, logger: Logger): OutgoingMessage | undefined {
+  const parsed = r.message.schema.safeParse(r.payload);
+  if (!parsed.success) {
+    throw new PermanentError('SCHEMA_INVALID', `participant ${participant} built an invalid ${r.message.type}: ${describeIssues(parsed.error)}`);
+  }
+  if (!env.replyTo) {
+    logger.warn({ messageId: env.id, type: env.type }, 'command has no replyTo; the reply is dropped');
+    return undefined;
+  }
+  const headers = env.headers ?? {};
+  const echoed: Record<string, string> = {};
+  for (const k of ECHOED) if (headers[k] !== undefined) echoed[k] = headers[k];
+  const reply: Envelope = {
+    id: replyId(env.id, participant),
+    type: r.message.type,
+    schemaVersion: r.message.version,
+    tenantId: env.tenantId,
+    correlationId: env.correlationId,
+    causationId: env.id,
+    sagaId: env.sagaId,
+    occurredAt: new Date().toISOString(),
+    headers: echoed,
+    payload: parsed.data,
+  };
+  return { topic: env.replyTo, key: env.sagaId ?? env.correlationId, id: reply.id, type: reply.type, body: encodeEnvelope(reply) };
 }
 
 /** A participant's transaction over a batch: inbox claim + the handlers' business writes + outbox replies. */
@@ -53,7 +80,10 @@ export function participantWork(deps: ParticipantConsumerDeps): Work<Inbound> {
       [...first.values()].map((i) => ({ messageId: items[i]!.envelope.id, digest: items[i]!.digest })),
     );
     const messages: OutgoingMessage[] = [];
-    let handled = 0;
+    // Claimed commands grouped by type, in order of first appearance. Reordering across types is
+    // safe: a saga has one command in flight at a time, so two commands of one batch belong to
+    // different sagas (or are retries of one step, which participants treat idempotently anyway).
+    const groups = new Map<string, Inbound[]>();
     for (const [id, i] of first) {
       const item = items[i]!;
       if (claim.conflicts.has(id)) {
@@ -64,37 +94,35 @@ export function participantWork(deps: ParticipantConsumerDeps): Work<Inbound> {
         logger.debug({ messageId: id, type: item.envelope.type }, 'duplicate command ignored');
         continue;
       }
-      const env = item.envelope;
-      const h = participant.handlers.get(env.type)!;
-      const headers = env.headers ?? {};
-      const idempotencyKey = `${env.sagaId ?? env.correlationId}:${headers[STEP_HEADERS.step] ?? env.type}:${headers[STEP_HEADERS.phase] ?? 'forward'}`;
+      const list = groups.get(item.envelope.type) ?? [];
+      list.push(item);
+      groups.set(item.envelope.type, list);
+    }
+    let handled = 0;
+    for (const [type, group] of groups) {
+      const h = participant.handlers.get(type)!;
       // A throw aborts the batch's transaction; the batch is then re-run one message at a time.
-      const r = await h.handle({ payload: item.payload, envelope: env, tx, idempotencyKey });
-      handled++;
-      if (!r) continue;
-      const parsed = r.message.schema.safeParse(r.payload);
-      if (!parsed.success) {
-        throw new PermanentError('SCHEMA_INVALID', `participant ${participant.name} built an invalid ${r.message.type}: ${describeIssues(parsed.error)}`);
+      const replies = await h.handle({
+        tx,
+        items: group.map((item) => {
+          const env = item.envelope;
+          const headers = env.headers ?? {};
+          return {
+            payload: item.payload,
+            envelope: env,
+            idempotencyKey: `${env.sagaId ?? env.correlationId}:${headers[STEP_HEADERS.step] ?? env.type}:${headers[STEP_HEADERS.phase] ?? 'forward'}`,
+          };
+        }),
+      });
+      if (replies.length !== group.length) {
+        throw new PermanentError('HANDLER_ERROR', `participant ${participant.name}: the ${type} batch handler returned ${replies.length} replies for ${group.length} commands`);
       }
-      if (!env.replyTo) {
-        logger.warn({ messageId: id, type: env.type }, 'command has no replyTo; the reply is dropped');
-        continue;
-      }
-      const echoed: Record<string, string> = {};
-      for (const k of ECHOED) if (headers[k] !== undefined) echoed[k] = headers[k];
-      const reply: Envelope = {
-        id: replyId(env.id, participant.name),
-        type: r.message.type,
-        schemaVersion: r.message.version,
-        tenantId: env.tenantId,
-        correlationId: env.correlationId,
-        causationId: env.id,
-        sagaId: env.sagaId,
-        occurredAt: new Date().toISOString(),
-        headers: echoed,
-        payload: parsed.data,
-      };
-      messages.push({ topic: env.replyTo, key: env.sagaId ?? env.correlationId, id: reply.id, type: reply.type, body: encodeEnvelope(reply) });
+      handled += group.length;
+      group.forEach((item, k) => {
+        const r = replies[k];
+        const out = r ? buildReply(participant.name, item.envelope, r, logger) : undefined;
+        if (out) messages.push(out);
+      });
     }
     const written = await writeBatch(tx, { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs }, { sagas: [], steps: [], messages, deletes });
     return { outcomes, written, committed: () => deps.onHandled(handled) };

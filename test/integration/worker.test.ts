@@ -754,9 +754,11 @@ describe('(f) a participant handler that throws for one order of a batch', () =>
       handlers.set('ChargePayment', {
         message: charge.message,
         handle: (ctx) => {
-          const orderId = (ctx.payload as { orderId: string }).orderId;
-          calls.set(orderId, (calls.get(orderId) ?? 0) + 1);
-          if (orderId === bad.orderId) throw new Error('payment handler crashed');
+          for (const item of ctx.items) {
+            const orderId = (item.payload as { orderId: string }).orderId;
+            calls.set(orderId, (calls.get(orderId) ?? 0) + 1);
+            if (orderId === bad.orderId) throw new Error('payment handler crashed');
+          }
           return charge.handle(ctx);
         },
       });
