@@ -84,8 +84,10 @@ type Commit = EachBatchPayload['commitOffsetsIfNecessary'];
  *
  * Failure: see `#failed`. A failed record is copied to a retry topic or the dead-letter topic
  * (acks=all) and only then counts as finished, so a failing record never blocks its partition. The
- * price: a retried record loses its place in the partition order (later records of the same key may
- * be handled before its retry). The inbox dedupes and the saga engine tolerates reordering.
+ * price: partition order is given up for retried records only: later records of the same key may
+ * be handled before the retry. In sagaflow's own traffic a saga's next message is caused by the
+ * handling of the previous one (a step's command follows the previous reply), so a record is rarely
+ * overtaken by a record of its own saga; where it is, the saga engine's step checks apply.
  */
 export class KafkaSubscription implements Subscription {
   readonly #d: SubscriptionDeps;
