@@ -40,9 +40,9 @@ export interface KafkaTransportOptions {
   readonly requestTimeoutMs?: number;
   /** TCP connect timeout. Default 3,000. */
   readonly connectionTimeoutMs?: number;
-  /** Unfinished records per partition before the partition is paused. Default 1,000. */
+  /** Unfinished records held per partition (running or waiting) before the partition is paused. Default 1,000. */
   readonly maxInFlightPerPartition?: number;
-  /** Unfinished records per subscription unless subscribe() says otherwise. Default 256. */
+  /** Handlers running at once per subscription unless subscribe() says otherwise (its `prefetch`). Default 256. */
   readonly prefetch?: number;
   /** How long a fetch waits for data (also the latest a resumed retry partition is fetched). Default 500. */
   readonly maxWaitTimeMs?: number;

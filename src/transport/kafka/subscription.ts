@@ -36,7 +36,9 @@ export interface KafkaSubscriptionStats {
 }
 
 export interface SubscriptionSettings {
+  /** Handlers running at once in one subscription (SubscribeOptions.prefetch). */
   readonly prefetch: number;
+  /** Records held per partition (running or waiting for a handler slot) before it is paused. */
   readonly maxInFlightPerPartition: number;
   readonly sessionTimeoutMs: number;
   readonly heartbeatIntervalMs: number;
@@ -74,9 +76,10 @@ type Commit = EachBatchPayload['commitOffsetsIfNecessary'];
  * That matters with kafkajs: its fetch loop waits for every batch of a fetch before the next fetch,
  * and heartbeats between batches (tulios/kafkajs#447), so a handler held inside eachBatch would
  * stall every other partition and, past sessionTimeout, get the member thrown out. Here the fetch
- * loop and heartbeats keep going whatever the handlers do. Backpressure: a partition with
- * `maxInFlightPerPartition` unfinished records, or a subscription with `prefetch`, is paused
- * (`pause()`; its unresolved records are fetched again after `resume()`).
+ * loop and heartbeats keep going whatever the handlers do. Backpressure: at most `prefetch`
+ * handlers run at once per subscription (slots are handed out in dispatch order); a partition
+ * holding `maxInFlightPerPartition` unfinished records is paused (`pause()`; records of the batch
+ * not taken are fetched again after `resume()`, once it is down to half).
  *
  * Order: handlers of one key run one at a time, in offset order; different keys of one partition run
  * concurrently. Offsets are committed explicitly (autoCommit off) every `commitIntervalMs` up to the
@@ -100,7 +103,7 @@ export class KafkaSubscription implements Subscription {
   readonly #running = new Set<Promise<void>>();
   #consumer: Consumer | undefined;
   #commit: Commit | undefined;
-  #inFlight = 0;
+  readonly #slots: Slots;
   #closing = false;
   #closed: Promise<void> | undefined;
   #commitTimer: NodeJS.Timeout | undefined;
@@ -122,6 +125,7 @@ export class KafkaSubscription implements Subscription {
   ) {
     this.#d = deps;
     this.#s = deps.settings;
+    this.#slots = new Slots(deps.settings.prefetch);
     this.#group = deps.names.group(consumer);
     this.#mainTopics = [...new Set(topics)].map((t) => deps.names.topic(t));
     const delays = retry.delaysMs.length > 0 ? retry.delaysMs : [0];
@@ -297,7 +301,7 @@ export class KafkaSubscription implements Subscription {
   }
 
   #full(st: PartitionState): boolean {
-    return st.pending >= this.#s.maxInFlightPerPartition || this.#inFlight >= this.#s.prefetch;
+    return st.pending >= this.#s.maxInFlightPerPartition;
   }
 
   async #eachBatch(consumer: Consumer, payload: EachBatchPayload): Promise<void> {
@@ -369,7 +373,6 @@ export class KafkaSubscription implements Subscription {
 
   #dispatch(st: PartitionState, offset: bigint, delivery: Delivery): void {
     const entry = st.add(offset);
-    this.#inFlight++;
     // A record without a key has no order to keep: it gets a queue of its own.
     const key = delivery.key ?? `\u0000${offset}`;
     const task: Task = { entry, delivery };
@@ -390,9 +393,14 @@ export class KafkaSubscription implements Subscription {
     for (let task = queue.peek(); task; task = queue.peek()) {
       // Closing: records not started yet are left unfinished (not committed, delivered again later).
       if (this.#closing) break;
-      const finished = await this.#execute(task.delivery);
+      if (!this.#slots.tryTake() && !(await this.#slots.take())) break;
+      let finished = false;
+      try {
+        finished = await this.#execute(task.delivery);
+      } finally {
+        this.#slots.give();
+      }
       if (finished) st.finish(task.entry);
-      this.#inFlight--;
       queue.shift();
       this.#afterTask();
     }
@@ -412,7 +420,7 @@ export class KafkaSubscription implements Subscription {
 
   #afterTask(): void {
     this.#scheduleCommit();
-    if (this.#capacityPaused.size === 0 || this.#inFlight > this.#s.prefetch / 2) return;
+    if (this.#capacityPaused.size === 0) return;
     for (const p of this.#capacityPaused) {
       if (p.pending > this.#s.maxInFlightPerPartition / 2) continue;
       p.capacityPaused = false;
@@ -586,6 +594,7 @@ export class KafkaSubscription implements Subscription {
 
   async #close(): Promise<void> {
     this.#closing = true;
+    this.#slots.close();
     if (this.#recreateTimer) clearTimeout(this.#recreateTimer);
     this.#notReady(new Error(`the subscription of ${this.#group} was closed`));
     const consumer = this.#consumer;
@@ -614,5 +623,39 @@ export class KafkaSubscription implements Subscription {
     });
     this.#consumer = undefined;
     this.#d.onClosed(this);
+  }
+}
+
+/** Handler slots of a subscription, handed out in request order; close() turns waiters away. */
+class Slots {
+  #free: number;
+  #closed = false;
+  readonly #waiters = new Fifo<(ok: boolean) => void>();
+
+  constructor(size: number) {
+    this.#free = Math.max(1, size);
+  }
+
+  tryTake(): boolean {
+    if (this.#closed || this.#free === 0 || this.#waiters.length > 0) return false;
+    this.#free--;
+    return true;
+  }
+
+  /** Resolves true with a slot, or false when closed. */
+  take(): Promise<boolean> {
+    if (this.#closed) return Promise.resolve(false);
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  give(): void {
+    const next = this.#waiters.shift();
+    if (next && !this.#closed) next(true);
+    else this.#free++;
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (let w = this.#waiters.shift(); w; w = this.#waiters.shift()) w(false);
   }
 }
