@@ -397,6 +397,10 @@ export class KafkaSubscription implements Subscription {
       let finished = false;
       try {
         finished = await this.#execute(task.delivery);
+      } catch (err) {
+        // Unreachable (#execute catches everything); never an unhandled rejection. The record stays
+        // unfinished: its offset is not committed and it comes back after a restart or rebalance.
+        this.#d.logger.error({ group: this.#group, id: task.delivery.id, err: errorMessage(err) }, 'kafka record processing failed unexpectedly');
       } finally {
         this.#slots.give();
       }
@@ -537,13 +541,15 @@ export class KafkaSubscription implements Subscription {
       this.#flushAgain = true;
       return this.#flushing;
     }
-    this.#flushing = this.#commitWatermarks().finally(() => {
-      this.#flushing = undefined;
-      if (this.#flushAgain) {
-        this.#flushAgain = false;
-        this.#scheduleCommit();
-      }
-    });
+    this.#flushing = this.#commitWatermarks()
+      .catch((err: unknown) => this.#d.logger.warn({ group: this.#group, err: errorMessage(err) }, 'kafka offset commit round failed'))
+      .finally(() => {
+        this.#flushing = undefined;
+        if (this.#flushAgain) {
+          this.#flushAgain = false;
+          this.#scheduleCommit();
+        }
+      });
     return this.#flushing;
   }
 
