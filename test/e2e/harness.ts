@@ -355,3 +355,81 @@ export async function cleanupRabbit(env: E2EEnv): Promise<void> {
     await conn.close();
   }
 }
+
+/** The Kafka names of this test's namespace (the transport's rule: prefix + name). */
+export function kafkaName(env: E2EEnv, name: string): string {
+  return `${env.namespace}${name}`;
+}
+
+/**
+ * RELIABILITY K8: a consumer group's committed offset is never ahead of what the database recorded
+ * as processed. For every partition of `topic`, every message below the group's committed offset
+ * must be in the consumer's inbox (or its dead letters). The inbox is read AFTER the offsets, and
+ * only grows, so a check taken mid-run is valid too.
+ */
+export async function offsetsBehindInbox(env: E2EEnv, brokers: string, db: Db, consumer: string, topic: string): Promise<{ committed: number; checked: number; problems: string[] }> {
+  const { Kafka, logLevel } = await import('kafkajs');
+  const kafka = new Kafka({ clientId: `${env.schema}-offsets`, brokers: brokers.split(','), logLevel: logLevel.NOTHING });
+  const admin = kafka.admin();
+  await admin.connect();
+  const group = kafkaName(env, consumer);
+  const kTopic = kafkaName(env, topic);
+  const problems: string[] = [];
+  try {
+    const [offsets] = await admin.fetchOffsets({ groupId: group, topics: [kTopic] });
+    const committed = new Map(offsets!.partitions.map((p) => [p.partition, Number(p.offset)]));
+    const high = new Map((await admin.fetchTopicOffsets(kTopic)).map((p) => [p.partition, Number(p.high)]));
+    for (const [p, o] of committed) if (o > (high.get(p) ?? 0)) problems.push(`${consumer} partition ${p}: committed ${o} beyond the log end ${high.get(p)}`);
+    const processed = new Set(
+      (
+        await db.query<{ id: string }>(
+          `SELECT message_id::text AS id FROM "${env.schema}".inbox WHERE consumer = $1
+           UNION SELECT message_id FROM "${env.schema}".dead_letters WHERE consumer = $1`,
+          [consumer],
+        )
+      ).rows.map((r) => r.id),
+    );
+    const wanted = [...committed].filter(([, o]) => o > 0);
+    const total = wanted.reduce((n, [, o]) => n + o, 0);
+    let checked = 0;
+    if (total > 0) {
+      const reader = kafka.consumer({ groupId: `${group}.offset-check.${Date.now()}` });
+      await reader.connect();
+      await reader.subscribe({ topic: kTopic, fromBeginning: true });
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`reading ${kTopic} for the offset check timed out at ${checked}/${total}`)), 60_000);
+        reader
+          .run({
+            eachMessage: async ({ partition, message }) => {
+              const limit = committed.get(partition) ?? 0;
+              if (Number(message.offset) >= limit) return;
+              const id = message.headers?.['x-sagaflow-id']?.toString();
+              if (!id || !processed.has(id)) problems.push(`${consumer} partition ${partition} offset ${message.offset}: committed but message ${id} is not in the inbox`);
+              if (++checked >= total) {
+                clearTimeout(timer);
+                resolve();
+              }
+            },
+          })
+          .catch(reject);
+      });
+      await reader.disconnect();
+    }
+    return { committed: total, checked, problems };
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Deletes this namespace's Kafka topics and groups. */
+export async function cleanupKafka(env: E2EEnv, brokers: string): Promise<void> {
+  const { Kafka, logLevel } = await import('kafkajs');
+  const admin = new Kafka({ clientId: `${env.schema}-cleanup`, brokers: brokers.split(','), logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    const topics = (await admin.listTopics()).filter((t) => t.startsWith(env.namespace));
+    if (topics.length) await admin.deleteTopics({ topics });
+  } finally {
+    await admin.disconnect();
+  }
+}

@@ -97,23 +97,28 @@ describe('order saga on RabbitMQ, separate processes', () => {
     const run = await setUp();
     const n = 1000;
     const log: string[] = [];
-    await placeOrders(run.env, run.transport, n);
     const done = async () => {
       const c = await statusCounts(run.db, run.env);
       return c.completed + c.compensated + c.failed;
     };
-    const at = (share: number) => waitFor(`${share * 100}% of sagas finished`, done, (d) => d >= n * share, { timeoutMs: 240_000, intervalMs: 100 });
-
-    await at(0.1 + random() * 0.1);
-    log.push(`closed ${await closeRabbitConnections(run.env)} connections`);
-    await at(0.35 + random() * 0.1);
-    log.push(`closed ${await closeRabbitConnections(run.env)} connections`);
-    await at(0.55 + random() * 0.1);
+    const reach = (count: number) => waitFor(`${count} sagas finished`, done, (d) => d >= count, { timeoutMs: 240_000, intervalMs: 50 });
+    // Orders go out in waves of 250, and each fault strikes while a wave is still in flight.
+    let wave = 0;
+    const publishWave = () => placeOrders(run.env, run.transport, 250, { runId: `${run.env.schema}-w${wave++}` });
+    for (let k = 0; k < 2; k++) {
+      await publishWave();
+      await reach(k * 250 + 60 + Math.floor(random() * 100));
+      log.push(`closed ${await closeRabbitConnections(run.env)} connections at ${await done()} finished`);
+    }
+    await publishWave();
+    await reach(560 + Math.floor(random() * 100));
     const victim = run.workers[random() < 0.5 ? 0 : 1]!;
     await victim.kill();
-    log.push(`SIGKILLed ${victim.name}`);
+    log.push(`SIGKILLed ${victim.name} at ${await done()} finished`);
     await victim.start();
     log.push(`restarted ${victim.name}`);
+    await publishWave();
+    expect(wave).toBe(4);
     await settled(run, n, { completed: 900, compensated: 100 });
     console.log(`[e2e rabbitmq] fault run: ${log.join('; ')}; final ${JSON.stringify(await statusCounts(run.db, run.env))}`);
   }, 300_000);
