@@ -26,7 +26,9 @@ export class BenchWorker {
   ) {}
 
   async start(): Promise<void> {
-    const child = spawn(process.execPath, [join(ROOT, 'bin/sagaflow.js'), 'worker', '--module', join(ROOT, 'examples/order'), '--role', this.role, '--name', this.name], {
+    // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the worker processes.
+    const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'bin/sagaflow.js'), 'worker', '--module', join(ROOT, 'examples/order'), '--role', this.role, '--name', this.name], {
       cwd: ROOT,
       env: { ...process.env, ...this.vars },
       stdio: ['ignore', 'pipe', 'pipe'],

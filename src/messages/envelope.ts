@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { digest16 } from '../ids.js';
 import { z } from 'zod';
 import { PermanentError } from '../errors.js';
 import type { MessageDefinition } from './message.js';
@@ -98,5 +98,5 @@ export function describeIssues(err: z.ZodError, max = 5): string {
 
 /** A digest of the body kept in the inbox, so the same id with a different body is detected (ID_CONFLICT). */
 export function bodyDigest(body: Buffer | Uint8Array): Buffer {
-  return createHash('sha256').update(body).digest().subarray(0, 16);
+  return digest16(body);
 }

@@ -34,14 +34,13 @@ export class OutboxStore {
    * right after COMMIT, the relay only recovers what a crash left) and returns their ids in input order.
    */
   insertCte(p: Params, messages: readonly OutgoingMessage[], graceMs: number): string {
+    // One jsonb parameter; bodies travel base64 (33% larger, no escaping) instead of the hex that
+    // bytea array literals need (100% larger).
+    const rows = messages.map((m) => ({ id: m.id, topic: m.topic, key: m.key, type: m.type, headers: m.headers ?? null, body: m.body.toString('base64') }));
     return `outbox_ins AS (
       INSERT INTO ${this.table} (message_id, topic, msg_key, msg_type, headers, body, publish_after)
-      SELECT u.message_id, u.topic, u.msg_key, u.msg_type, u.headers, u.body, now() + ${p.add(graceMs, 'float8')} * interval '1 millisecond'
-      FROM unnest(${p.add(messages.map((m) => m.id), 'uuid[]')}, ${p.add(messages.map((m) => m.topic), 'text[]')},
-                  ${p.add(messages.map((m) => m.key), 'text[]')}, ${p.add(messages.map((m) => m.type), 'text[]')},
-                  ${p.add(messages.map((m) => (m.headers ? JSON.stringify(m.headers) : null)), 'jsonb[]')},
-                  ${p.add(messages.map((m) => m.body), 'bytea[]')}) WITH ORDINALITY AS u(message_id, topic, msg_key, msg_type, headers, body, ord)
-      ORDER BY u.ord
+      SELECT u.id, u.topic, u.key, u.type, u.headers, decode(u.body, 'base64'), now() + ${p.add(graceMs, 'float8')} * interval '1 millisecond'
+      FROM jsonb_to_recordset(${p.add(JSON.stringify(rows), 'jsonb')}) AS u(id uuid, topic text, key text, type text, headers jsonb, body text)
       RETURNING id, message_id)`;
   }
 

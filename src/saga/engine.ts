@@ -1,4 +1,4 @@
-import { v5 as uuidv5 } from 'uuid';
+import { uuidNamespace, uuidV5 } from '../ids.js';
 import type { MessageDefinition } from '../messages/message.js';
 import { describeIssues } from '../messages/envelope.js';
 import type { ActionDef, SagaDefinition, StepDef } from './definition.js';
@@ -109,18 +109,19 @@ export interface DecideContext {
 
 /** Namespace for derived ids (uuid v5): fixed forever, ids depend on it. */
 export const SAGAFLOW_NAMESPACE = '6f1c3b9e-2d4a-5e8f-9b0c-7a1d2e3f4a5b';
+const NS = uuidNamespace(SAGAFLOW_NAMESPACE);
 
 export function commandId(sagaId: string, seq: number): string {
-  return uuidv5(`${sagaId}:cmd:${seq}`, SAGAFLOW_NAMESPACE);
+  return uuidV5(`${sagaId}:cmd:${seq}`, NS);
 }
 
 export function eventId(sagaId: string, version: number, index: number): string {
-  return uuidv5(`${sagaId}:evt:${version}:${index}`, SAGAFLOW_NAMESPACE);
+  return uuidV5(`${sagaId}:evt:${version}:${index}`, NS);
 }
 
 /** The saga id for a start message that does not name one: derived from the message id, so redelivery finds the same saga. */
 export function sagaIdFor(messageId: string): string {
-  return uuidv5(`${messageId}:saga`, SAGAFLOW_NAMESPACE);
+  return uuidV5(`${messageId}:saga`, NS);
 }
 
 class Transition {

@@ -1,4 +1,4 @@
-import { v5 as uuidv5 } from 'uuid';
+import { uuidNamespace, uuidV5 } from '../ids.js';
 import { PermanentError } from '../errors.js';
 import type { InboxStore } from '../inbox/store.js';
 import { describeIssues, encodeEnvelope, type Envelope } from '../messages/envelope.js';
@@ -26,10 +26,11 @@ export interface ParticipantConsumerDeps {
 
 const OK: Outcome<void> = { ok: true, value: undefined };
 const ECHOED = Object.values(STEP_HEADERS);
+const NS = uuidNamespace(SAGAFLOW_NAMESPACE);
 
 /** Reply ids derive from the command id: a re-run of the same command yields the same reply id. */
 export function replyId(commandId: string, participant: string): string {
-  return uuidv5(`${commandId}:reply:${participant}`, SAGAFLOW_NAMESPACE);
+  return uuidV5(`${commandId}:reply:${participant}`, NS);
 }
 
 function buildReply(participant: string, env: Envelope, r: Reply, logger: Logger): OutgoingMessage | undefined {
