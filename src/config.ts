@@ -37,7 +37,10 @@ export const envSchema = z.object({
   SAGAFLOW_EVENTS: z.enum(['all', 'terminal', 'none']).default('all'),
   SAGAFLOW_EVENTS_TOPIC: z.string().min(1).default('sagaflow.events'),
   SAGAFLOW_OUTBOX_GRACE_MS: int(0, 3_600_000).default(10_000),
-  SAGAFLOW_RELAY_POLL_MS: int(0, 3_600_000).default(30_000),
+  /** Safety-net poll (relay and timers) for work a crashed worker left, while the worker is busy. */
+  SAGAFLOW_FALLBACK_POLL_MS: int(0, 3_600_000).default(30_000),
+  /** The same poll once the worker has been idle for two minutes; 0 = no queries at all while idle. */
+  SAGAFLOW_IDLE_POLL_MS: int(0, 86_400_000).default(300_000),
   SAGAFLOW_RABBITMQ_QUEUE_TYPE: z.enum(['classic', 'quorum']).default('quorum'),
   SAGAFLOW_KAFKA_PARTITIONS: int(1, 1000).default(6),
   /** Admin API tokens: `name:token:role` entries separated by commas; role is `admin` or `read`. */
@@ -67,7 +70,8 @@ export interface Config {
   readonly events: 'all' | 'terminal' | 'none';
   readonly eventsTopic: string;
   readonly outboxGraceMs: number;
-  readonly relayPollMs: number;
+  readonly fallbackPollMs: number;
+  readonly idlePollMs: number;
   readonly rabbitQueueType: 'classic' | 'quorum';
   readonly kafkaPartitions: number;
   readonly adminTokens: readonly AdminToken[];
@@ -118,7 +122,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     events: e.SAGAFLOW_EVENTS,
     eventsTopic: e.SAGAFLOW_EVENTS_TOPIC,
     outboxGraceMs: e.SAGAFLOW_OUTBOX_GRACE_MS,
-    relayPollMs: e.SAGAFLOW_RELAY_POLL_MS,
+    fallbackPollMs: e.SAGAFLOW_FALLBACK_POLL_MS,
+    idlePollMs: e.SAGAFLOW_IDLE_POLL_MS,
     rabbitQueueType: e.SAGAFLOW_RABBITMQ_QUEUE_TYPE,
     kafkaPartitions: e.SAGAFLOW_KAFKA_PARTITIONS,
     adminTokens: Object.freeze(parseAdminTokens(e.SAGAFLOW_ADMIN_TOKENS)),

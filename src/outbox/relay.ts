@@ -3,6 +3,7 @@ import type { Db } from '../db/db.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { PublishError, type Publisher } from '../transport/transport.js';
+import { FallbackPoll } from '../worker/fallback-poll.js';
 import type { OutboxStore } from './store.js';
 
 export interface RelayOptions {
@@ -14,6 +15,10 @@ export interface RelayOptions {
    * and a timer set to the next due row it knows of.
    */
   readonly fallbackPollMs?: number;
+  /** Fallback poll period once the worker has been idle for two minutes (0 = none). Default 300 s. */
+  readonly idlePollMs?: number;
+  /** Time without activity after which the worker counts as idle. Default 120 s. */
+  readonly idleAfterMs?: number;
   /** Back-off for a row whose publish failed, doubled per attempt up to maxRetryDelayMs. */
   readonly retryDelayMs?: number;
   readonly maxRetryDelayMs?: number;
@@ -29,7 +34,7 @@ const PERMANENT_PUBLISH_CODES = new Set(['PAYLOAD_TOO_LARGE', 'MESSAGE_TOO_LARGE
 export class OutboxRelay {
   #timer: NodeJS.Timeout | undefined;
   #timerAt = Infinity;
-  #poll: NodeJS.Timeout | undefined;
+  readonly #poll: FallbackPoll;
   #listener: pg.Client | undefined;
   #running: Promise<void> | undefined;
   #again = false;
@@ -48,16 +53,19 @@ export class OutboxRelay {
       onNotification?: (payload: string) => void;
     },
     private readonly opts: RelayOptions = {},
-  ) {}
+  ) {
+    this.#poll = new FallbackPoll({ activeMs: opts.fallbackPollMs ?? 30_000, idleMs: opts.idlePollMs ?? 300_000, activeWindowMs: opts.idleAfterMs ?? 120_000 }, () => this.wake(0));
+  }
+
+  /** Activity seen (a batch committed here): keep the safety-net poll at its active rate. */
+  touch(): void {
+    this.#poll.touch();
+  }
 
   async start(): Promise<void> {
     this.#stopped = false;
     await this.#listen();
-    const poll = this.opts.fallbackPollMs ?? 30_000;
-    if (poll > 0) {
-      this.#poll = setInterval(() => this.wake(0), poll);
-      this.#poll.unref();
-    }
+    this.#poll.start();
     // Recover whatever an earlier process left behind.
     this.wake(0);
   }
@@ -65,7 +73,7 @@ export class OutboxRelay {
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
-    if (this.#poll) clearInterval(this.#poll);
+    this.#poll.stop();
     if (this.#listenRetry) clearTimeout(this.#listenRetry);
     const l = this.#listener;
     this.#listener = undefined;
@@ -163,6 +171,7 @@ export class OutboxRelay {
     try {
       const client = await this.deps.db.connectListener();
       client.on('notification', (n) => {
+        this.#poll.touch();
         this.wake(0);
         this.deps.onNotification?.(n.payload ?? '');
       });

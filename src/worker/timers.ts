@@ -6,12 +6,17 @@ import type { OutboxStore } from '../outbox/store.js';
 import type { SagaDefinition } from '../saga/definition.js';
 import type { SagaStore } from '../saga/store.js';
 import { writeBatch } from './batch-write.js';
+import { FallbackPoll } from './fallback-poll.js';
 import { SagaTransitions, type AppliedTransition, type TransitionsConfig } from './saga-transitions.js';
 
 export interface TimerOptions {
   readonly batchSize?: number;
   /** Fallback poll for timers set by other workers that died; 0 disables it. Default 30 s. */
   readonly fallbackPollMs?: number;
+  /** Fallback poll period once the worker has been idle for two minutes (0 = none). Default 300 s. */
+  readonly idlePollMs?: number;
+  /** Time without activity after which the worker counts as idle. Default 120 s. */
+  readonly idleAfterMs?: number;
 }
 
 /**
@@ -23,7 +28,7 @@ export interface TimerOptions {
 export class TimerService {
   #timer: NodeJS.Timeout | undefined;
   #timerAt = Infinity;
-  #poll: NodeJS.Timeout | undefined;
+  readonly #poll: FallbackPoll;
   #running: Promise<void> | undefined;
   #again = false;
   #stopped = true;
@@ -45,22 +50,24 @@ export class TimerService {
     private readonly opts: TimerOptions = {},
   ) {
     this.#types = [...deps.defs.keys()];
+    this.#poll = new FallbackPoll({ activeMs: opts.fallbackPollMs ?? 30_000, idleMs: opts.idlePollMs ?? 300_000, activeWindowMs: opts.idleAfterMs ?? 120_000 }, () => this.wakeIn(0));
+  }
+
+  /** Activity seen: keep the safety-net poll at its active rate. */
+  touch(): void {
+    this.#poll.touch();
   }
 
   start(): void {
     this.#stopped = false;
-    const poll = this.opts.fallbackPollMs ?? 30_000;
-    if (poll > 0) {
-      this.#poll = setInterval(() => this.wakeIn(0), poll);
-      this.#poll.unref();
-    }
+    this.#poll.start();
     this.wakeIn(0);
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
-    if (this.#poll) clearInterval(this.#poll);
+    this.#poll.stop();
     this.#timer = undefined;
     await this.#running;
   }

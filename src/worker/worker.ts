@@ -161,6 +161,8 @@ export function createWorker(deps: {
     });
     batchers.push(batcher);
     return async (delivery) => {
+      relay.touch();
+      timers?.touch();
       // Decoding and validation happen once, here, before any database work.
       const item = decodeDelivery(delivery, registry, maxBytes);
       await batcher.submit(item);

@@ -52,7 +52,7 @@ export function e2eEnv(transport: BrokerKind, extra: Record<string, string> = {}
     LOG_LEVEL: 'warn',
     // Short grace: after a SIGKILL the relay of a surviving or restarted worker republishes soon.
     SAGAFLOW_OUTBOX_GRACE_MS: '2000',
-    SAGAFLOW_RELAY_POLL_MS: '2000',
+    SAGAFLOW_FALLBACK_POLL_MS: '2000',
     SAGAFLOW_RETRY_DELAYS_MS: '100,500,1000',
     SAGAFLOW_DB_POOL: '6',
     ...extra,

@@ -32,7 +32,8 @@ export async function workerCommand(ctx: CliContext, opts: { module: string; rol
       events: config.events,
       eventsTopic: config.eventsTopic,
       outboxGraceMs: config.outboxGraceMs,
-      relay: { fallbackPollMs: config.relayPollMs },
+      relay: { fallbackPollMs: config.fallbackPollMs, idlePollMs: config.idlePollMs },
+      timers: { fallbackPollMs: config.fallbackPollMs, idlePollMs: config.idlePollMs },
     },
   });
   let stopping: Promise<void> | undefined;
