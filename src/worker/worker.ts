@@ -152,6 +152,9 @@ export function createWorker(deps: {
   const batchers: Batcher<Inbound, void>[] = [];
   let deadLettersRecorded = 0;
   let pruneTimer: NodeJS.Timeout | undefined;
+  // Deliveries since the last inbox pruning: an idle worker does not prune (nothing new to age out
+  // that cannot wait), so it sends no query at all.
+  let deliveriesSincePrune = 0;
 
   function consumerHandler(registry: MessageRegistry, work: Work<Inbound>): Handler {
     const batcher = new Batcher<Inbound, void>({
@@ -163,6 +166,7 @@ export function createWorker(deps: {
     return async (delivery) => {
       relay.touch();
       timers?.touch();
+      deliveriesSincePrune++;
       // Decoding and validation happen once, here, before any database work.
       const item = decodeDelivery(delivery, registry, maxBytes);
       await batcher.submit(item);
@@ -236,6 +240,8 @@ export function createWorker(deps: {
       if ((o.inboxRetentionMs ?? 0) >= 0) {
         const retention = o.inboxRetentionMs ?? 7 * 24 * 3600_000;
         pruneTimer = setInterval(() => {
+          if (deliveriesSincePrune === 0) return;
+          deliveriesSincePrune = 0;
           inbox.prune(db, retention).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'inbox pruning failed'));
         }, 10 * 60_000);
         pruneTimer.unref();
