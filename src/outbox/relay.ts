@@ -4,6 +4,7 @@ import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { PublishError, type Publisher } from '../transport/transport.js';
 import { FallbackPoll } from '../worker/fallback-poll.js';
+import { WakeLoop } from '../worker/wake-loop.js';
 import type { OutboxStore } from './store.js';
 
 export interface RelayOptions {
@@ -32,12 +33,9 @@ const PERMANENT_PUBLISH_CODES = new Set(['PAYLOAD_TOO_LARGE', 'MESSAGE_TOO_LARGE
  * rows are claimed with FOR UPDATE SKIP LOCKED and deleted only after the broker confirmed them.
  */
 export class OutboxRelay {
-  #timer: NodeJS.Timeout | undefined;
-  #timerAt = Infinity;
   readonly #poll: FallbackPoll;
+  readonly #loop: WakeLoop;
   #listener: pg.Client | undefined;
-  #running: Promise<void> | undefined;
-  #again = false;
   #stopped = false;
   #listenRetry: NodeJS.Timeout | undefined;
   /** Rows published by this relay since start (tests and metrics). */
@@ -54,6 +52,10 @@ export class OutboxRelay {
     },
     private readonly opts: RelayOptions = {},
   ) {
+    this.#loop = new WakeLoop(() => this.#rounds(), {
+      retryMs: opts.retryDelayMs ?? 1000,
+      onError: (err) => this.deps.logger.warn({ err: errorMessage(err) }, 'outbox relay round failed; retrying'),
+    });
     this.#poll = new FallbackPoll({ activeMs: opts.fallbackPollMs ?? 30_000, idleMs: opts.idlePollMs ?? 300_000, activeWindowMs: opts.idleAfterMs ?? 120_000 }, () => this.wake(0));
   }
 
@@ -64,6 +66,7 @@ export class OutboxRelay {
 
   async start(): Promise<void> {
     this.#stopped = false;
+    this.#loop.start();
     await this.#listen();
     this.#poll.start();
     // Recover whatever an earlier process left behind.
@@ -72,55 +75,25 @@ export class OutboxRelay {
 
   async stop(): Promise<void> {
     this.#stopped = true;
-    if (this.#timer) clearTimeout(this.#timer);
     this.#poll.stop();
     if (this.#listenRetry) clearTimeout(this.#listenRetry);
     const l = this.#listener;
     this.#listener = undefined;
     if (l) await l.end().catch(() => {});
-    await this.#running;
+    await this.#loop.stop();
   }
 
   /** Runs the relay after `delayMs` (an earlier wake wins). */
   wake(delayMs: number): void {
-    if (this.#stopped) return;
-    const at = Date.now() + Math.max(0, delayMs);
-    if (this.#timer && at >= this.#timerAt) return;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timerAt = at;
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      this.#timerAt = Infinity;
-      this.#kick();
-    }, Math.max(0, delayMs));
+    this.#loop.wakeIn(delayMs);
   }
 
   /** Runs the relay now and resolves when the outbox holds nothing due (tests, shutdown). */
   async runOnce(): Promise<void> {
-    this.#kick();
-    while (this.#running) await this.#running;
+    await this.#loop.drain();
   }
 
-  #kick(): void {
-    if (this.#running) {
-      this.#again = true;
-      return;
-    }
-    this.#running = this.#loop()
-      .catch((err: unknown) => {
-        this.deps.logger.warn({ err: errorMessage(err) }, 'outbox relay round failed; retrying');
-        this.wake(this.opts.retryDelayMs ?? 1000);
-      })
-      .finally(() => {
-        this.#running = undefined;
-        if (this.#again && !this.#stopped) {
-          this.#again = false;
-          this.#kick();
-        }
-      });
-  }
-
-  async #loop(): Promise<void> {
+  async #rounds(): Promise<void> {
     const size = this.opts.batchSize ?? 500;
     for (;;) {
       if (this.#stopped) return;

@@ -8,8 +8,8 @@ import type { SagaStore } from '../saga/store.js';
 import { SAGAFLOW_NAMESPACE } from '../saga/engine.js';
 import { STEP_HEADERS } from '../saga/state.js';
 import type { OutgoingMessage } from '../transport/transport.js';
-import type { Outcome } from './batcher.js';
 import { writeBatch } from './batch-write.js';
+import { claimBatch } from './claim-batch.js';
 import type { Inbound } from './decode.js';
 import type { ParticipantDefinition, Reply } from './participant.js';
 import type { Work } from './transactional.js';
@@ -24,7 +24,6 @@ export interface ParticipantConsumerDeps {
   readonly onHandled: (count: number) => void;
 }
 
-const OK: Outcome<void> = { ok: true, value: undefined };
 const ECHOED = Object.values(STEP_HEADERS);
 const NS = uuidNamespace(SAGAFLOW_NAMESPACE);
 
@@ -64,37 +63,13 @@ function buildReply(participant: string, env: Envelope, r: Reply, logger: Logger
 export function participantWork(deps: ParticipantConsumerDeps): Work<Inbound> {
   const { participant, logger } = deps;
   return async (tx, items, deletes) => {
-    const outcomes: Outcome<void>[] = items.map(() => OK);
-    const first = new Map<string, number>();
-    items.forEach((it, i) => {
-      const f = first.get(it.envelope.id);
-      if (f === undefined) first.set(it.envelope.id, i);
-      // Another copy of an id in the SAME batch with a different body is an id collision or a
-      // forgery (RELIABILITY §B row 13), not a duplicate to ack: the inbox only sees across batches.
-      else if (!items[f]!.digest.equals(it.digest)) {
-        outcomes[i] = { ok: false, error: new PermanentError('ID_CONFLICT', `message id ${it.envelope.id} appears twice in one batch with different bodies`) };
-      }
-    });
-    const claim = await deps.inbox.claim(
-      tx,
-      participant.consumer,
-      [...first.values()].map((i) => ({ messageId: items[i]!.envelope.id, digest: items[i]!.digest })),
-    );
+    const { outcomes, claimed } = await claimBatch(tx, deps.inbox, participant.consumer, items, logger);
     const messages: OutgoingMessage[] = [];
     // Claimed commands grouped by type, in order of first appearance. Reordering across types is
     // safe: a saga has one command in flight at a time, so two commands of one batch belong to
     // different sagas (or are retries of one step, which participants treat idempotently anyway).
     const groups = new Map<string, Inbound[]>();
-    for (const [id, i] of first) {
-      const item = items[i]!;
-      if (claim.conflicts.has(id)) {
-        outcomes[i] = { ok: false, error: new PermanentError('ID_CONFLICT', `message id ${id} was seen before with a different body`) };
-        continue;
-      }
-      if (!claim.claimed.has(id)) {
-        logger.debug({ messageId: id, type: item.envelope.type }, 'duplicate command ignored');
-        continue;
-      }
+    for (const { item } of claimed) {
       const list = groups.get(item.envelope.type) ?? [];
       list.push(item);
       groups.set(item.envelope.type, list);

@@ -5,8 +5,8 @@ import type { OutboxStore } from '../outbox/store.js';
 import type { SagaDefinition } from '../saga/definition.js';
 import { sagaIdFor, type SagaInput } from '../saga/engine.js';
 import type { SagaStore } from '../saga/store.js';
-import type { Outcome } from './batcher.js';
 import { writeBatch } from './batch-write.js';
+import { claimBatch } from './claim-batch.js';
 import type { Inbound } from './decode.js';
 import { SagaTransitions, type AppliedTransition, type TransitionsConfig } from './saga-transitions.js';
 import type { Work } from './transactional.js';
@@ -22,8 +22,6 @@ export interface SagaConsumerDeps {
   readonly onApplied: (applied: readonly AppliedTransition[]) => void;
 }
 
-const OK: Outcome<void> = { ok: true, value: undefined };
-
 /** Codes a decision can reject with that are worth a later retry (the reply may beat its saga's commit). */
 const RETRYABLE_REJECTIONS = new Set(['UNKNOWN_SAGA']);
 
@@ -34,34 +32,11 @@ const RETRYABLE_REJECTIONS = new Set(['UNKNOWN_SAGA']);
 export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
   const { def, logger } = deps;
   return async (tx, items, deletes) => {
-    const outcomes: Outcome<void>[] = items.map(() => OK);
-    const first = new Map<string, number>();
-    items.forEach((it, i) => {
-      const f = first.get(it.envelope.id);
-      if (f === undefined) first.set(it.envelope.id, i);
-      // Another copy of an id in the SAME batch with a different body is an id collision or a
-      // forgery (RELIABILITY §B row 13), not a duplicate to ack: the inbox only sees across batches.
-      else if (!items[f]!.digest.equals(it.digest)) {
-        outcomes[i] = { ok: false, error: new PermanentError('ID_CONFLICT', `message id ${it.envelope.id} appears twice in one batch with different bodies`) };
-      }
-    });
-    const claim = await deps.inbox.claim(
-      tx,
-      def.consumer,
-      [...first.values()].map((i) => ({ messageId: items[i]!.envelope.id, digest: items[i]!.digest })),
-    );
+    const { outcomes, claimed } = await claimBatch(tx, deps.inbox, def.consumer, items, logger);
     const work: { index: number; item: Inbound; sagaId: string }[] = [];
     const release: string[] = [];
-    for (const [id, i] of first) {
-      const item = items[i]!;
-      if (claim.conflicts.has(id)) {
-        outcomes[i] = { ok: false, error: new PermanentError('ID_CONFLICT', `message id ${id} was seen before with a different body`) };
-        continue;
-      }
-      if (!claim.claimed.has(id)) {
-        logger.debug({ messageId: id, type: item.envelope.type }, 'duplicate delivery ignored');
-        continue;
-      }
+    for (const { index: i, item } of claimed) {
+      const id = item.envelope.id;
       const isStart = item.envelope.type === def.start.type;
       const sagaId = isStart ? (item.envelope.sagaId ?? sagaIdFor(id)) : item.envelope.sagaId;
       if (!sagaId) {

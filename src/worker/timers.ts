@@ -7,6 +7,7 @@ import type { SagaDefinition } from '../saga/definition.js';
 import type { SagaStore } from '../saga/store.js';
 import { writeBatch } from './batch-write.js';
 import { FallbackPoll } from './fallback-poll.js';
+import { WakeLoop } from './wake-loop.js';
 import { SagaTransitions, type AppliedTransition, type TransitionsConfig } from './saga-transitions.js';
 
 export interface TimerOptions {
@@ -26,12 +27,8 @@ export interface TimerOptions {
  * the local timer only says when to look next, and is capped so 24.8-day overflow cannot happen.
  */
 export class TimerService {
-  #timer: NodeJS.Timeout | undefined;
-  #timerAt = Infinity;
   readonly #poll: FallbackPoll;
-  #running: Promise<void> | undefined;
-  #again = false;
-  #stopped = true;
+  readonly #loop: WakeLoop;
   readonly #types: string[];
   fired = 0;
 
@@ -50,6 +47,12 @@ export class TimerService {
     private readonly opts: TimerOptions = {},
   ) {
     this.#types = [...deps.defs.keys()];
+    // A far-away timer is looked at again every ten minutes at most; the database decides what is due.
+    this.#loop = new WakeLoop(() => this.#rounds(), {
+      retryMs: 1000,
+      maxDelayMs: 600_000,
+      onError: (err) => this.deps.logger.warn({ err: errorMessage(err) }, 'timer round failed; retrying'),
+    });
     this.#poll = new FallbackPoll({ activeMs: opts.fallbackPollMs ?? 30_000, idleMs: opts.idlePollMs ?? 300_000, activeWindowMs: opts.idleAfterMs ?? 120_000 }, () => this.wakeIn(0));
   }
 
@@ -59,58 +62,25 @@ export class TimerService {
   }
 
   start(): void {
-    this.#stopped = false;
+    this.#loop.start();
     this.#poll.start();
     this.wakeIn(0);
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
-    if (this.#timer) clearTimeout(this.#timer);
     this.#poll.stop();
-    this.#timer = undefined;
-    await this.#running;
+    await this.#loop.stop();
   }
 
   /** Look again in `delayMs` (a committed transition set a wake time; an earlier look wins). */
   wakeIn(delayMs: number): void {
-    if (this.#stopped) return;
-    // Cap the local wait: setTimeout overflows past 2^31 ms, and a minute is cheap.
-    const delay = Math.min(Math.max(0, delayMs), 60_000);
-    const at = Date.now() + delay;
-    if (this.#timer && at >= this.#timerAt) return;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timerAt = at;
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      this.#timerAt = Infinity;
-      this.#kick();
-    }, delay);
+    this.#loop.wakeIn(delayMs);
   }
 
-  #kick(): void {
-    if (this.#running) {
-      this.#again = true;
-      return;
-    }
-    this.#running = this.#loop()
-      .catch((err: unknown) => {
-        this.deps.logger.warn({ err: errorMessage(err) }, 'timer round failed; retrying');
-        this.wakeIn(1000);
-      })
-      .finally(() => {
-        this.#running = undefined;
-        if (this.#again && !this.#stopped) {
-          this.#again = false;
-          this.#kick();
-        }
-      });
-  }
-
-  async #loop(): Promise<void> {
+  async #rounds(): Promise<void> {
     const size = this.opts.batchSize ?? 200;
     for (;;) {
-      if (this.#stopped) return;
+      if (this.#loop.stopped) return;
       const n = await this.#round(size);
       if (n < size) break;
     }
