@@ -26,7 +26,7 @@ import { silentLogger } from '../src/log.js';
 import { createTransport } from '../src/transport/create.js';
 import { MemoryTransport } from '../src/transport/memory.js';
 import type { Transport } from '../src/transport/transport.js';
-import { createWorker, type Worker } from '../src/worker/worker.js';
+import { createWorker, workerOptionsFrom, type Worker } from '../src/worker/worker.js';
 import { kafkaBaseline, rabbitBaseline, type BaselineResult } from './baseline.js';
 import { BenchWorker } from './procs.js';
 
@@ -172,7 +172,7 @@ async function main(): Promise<void> {
         db: wdb,
         transport: memory,
         module: mod,
-        options: { schema, prefetch: config.prefetch, maxBatch: config.maxBatch, maxConcurrentBatches: config.concurrentBatches, events: config.events },
+        options: workerOptionsFrom(config),
       });
       await worker.start();
       inProcess = { worker, db: wdb };

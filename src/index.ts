@@ -18,7 +18,7 @@ export { decide, sagaIdFor, type SagaInput, type Decision } from './saga/engine.
 export type { SagaInstance, SagaStatus, EngineState } from './saga/state.js';
 export type { RetrySpec } from './saga/retry.js';
 export { defineParticipant, reply, type ParticipantDefinition, type HandlerContext, type Reply } from './worker/participant.js';
-export { createWorker, type Worker, type WorkerOptions, type Role, type TransitionEvent } from './worker/worker.js';
+export { createWorker, workerOptionsFrom, type Worker, type WorkerOptions, type Role, type TransitionEvent } from './worker/worker.js';
 export type { SagaflowModule } from './worker/module.js';
 export { createClient, type SagaflowClient, type SendOptions } from './client.js';
 export { createDb, type Db, type Queryable } from './db/db.js';

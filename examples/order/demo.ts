@@ -4,7 +4,7 @@
  * Every 10th order fails at shipping, so 90% complete and 10% are compensated.
  */
 import { parseArgs } from 'node:util';
-import { createDb, createLogger, createTransport, createWorker, loadConfig, migrate, SagaStore } from '../../src/index.js';
+import { createDb, createLogger, createTransport, createWorker, loadConfig, migrate, SagaStore, workerOptionsFrom } from '../../src/index.js';
 import { TERMINAL_STATUSES } from '../../src/saga/state.js';
 import orderModule from './index.js';
 import { makeOrders, publishOrders } from './run.js';
@@ -41,16 +41,7 @@ async function main(): Promise<number> {
     transport,
     module: mod,
     logger,
-    options: {
-      schema: config.schema,
-      prefetch: config.prefetch,
-      maxBatch: config.maxBatch,
-      maxConcurrentBatches: config.concurrentBatches,
-      events: config.events,
-      eventsTopic: config.eventsTopic,
-      outboxGraceMs: config.outboxGraceMs,
-      retry: config.retry,
-    },
+    options: workerOptionsFrom(config),
   });
   const sagas = new SagaStore(config.schema);
   try {

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import type { Config } from '../config.js';
 import type { Db } from '../db/db.js';
 import { assertSchemaCurrent } from '../db/migrate.js';
 import { errorMessage } from '../errors.js';
@@ -93,6 +94,25 @@ export interface WorkerStats {
   /** Messages published by the relay (recovery, client API, operator actions). */
   readonly relayed: number;
   readonly deadLettersRecorded: number;
+}
+
+/** The worker options a configuration implies (the CLI, the demo and the bench all start from it). */
+export function workerOptionsFrom(config: Config, extra: Partial<WorkerOptions> = {}): WorkerOptions {
+  const polls = { fallbackPollMs: config.fallbackPollMs, idlePollMs: config.idlePollMs };
+  return {
+    schema: config.schema,
+    prefetch: config.prefetch,
+    maxBatch: config.maxBatch,
+    maxConcurrentBatches: config.concurrentBatches,
+    retry: config.retry,
+    maxMessageBytes: config.maxMessageBytes,
+    events: config.events,
+    eventsTopic: config.eventsTopic,
+    outboxGraceMs: config.outboxGraceMs,
+    relay: polls,
+    timers: polls,
+    ...extra,
+  };
 }
 
 export function createWorker(deps: {

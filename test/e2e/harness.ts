@@ -433,3 +433,43 @@ export async function cleanupKafka(env: E2EEnv, brokers: string): Promise<void> 
     await admin.disconnect();
   }
 }
+
+/**
+ * The poison scenario both brokers run: after `before` orders, a ReleaseStock with the wrong
+ * reservation id for a reserved order (the stock participant refuses to paper over it and throws,
+ * every time) is sent, then `after` more orders. Resolves with the dead letter once recorded, and
+ * checks the reservation was left alone and every order still ended.
+ */
+export async function poisonCommand(
+  env: E2EEnv,
+  db: Db,
+  transport: Transport,
+  counts: { before: number; after: number },
+): Promise<{ reason_code: string; attempts: number; consumer: string; error: string }> {
+  const { ReleaseStock } = await import('../../examples/order/messages.js');
+  const { createClient } = await import('../../src/client.js');
+  await placeOrders(env, transport, counts.before);
+  await waitAllTerminal(db, env, counts.before);
+  const t = exampleTables(env.exampleSchema);
+  const victim = (await db.query<{ order_id: string }>(`SELECT order_id FROM ${t.reservations} WHERE status = 'reserved' LIMIT 1`)).rows[0]!;
+  const client = createClient({ schema: env.schema, publisher: transport.publisher });
+  const { messageId } = await client.send(ReleaseStock, { orderId: victim.order_id, reservationId: 'not-the-right-one' });
+  // Orders placed after the poison flow past it while it is retried.
+  await placeOrders(env, transport, counts.after, { runId: `${env.schema}-after` });
+  const dead = await waitFor(
+    'the poison command in the dead letters',
+    async () =>
+      (
+        await db.query<{ reason_code: string; attempts: number; consumer: string; error: string }>(
+          `SELECT reason_code, attempts, consumer, error FROM "${env.schema}".dead_letters WHERE message_id = $1`,
+          [messageId],
+        )
+      ).rows[0],
+    (r) => r !== undefined,
+    { timeoutMs: 90_000 },
+  );
+  const still = await db.query(`SELECT 1 FROM ${t.reservations} WHERE order_id = $1 AND status = 'reserved'`, [victim.order_id]);
+  if (still.rowCount !== 1) throw new Error('the poison command released the reservation');
+  await waitAllTerminal(db, env, counts.before + counts.after);
+  return dead!;
+}

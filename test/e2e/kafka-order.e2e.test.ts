@@ -7,10 +7,7 @@
  * dead letters after the configured attempts while its partition keeps flowing.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ReleaseStock } from '../../examples/order/messages.js';
-import { exampleTables } from '../../examples/order/participants.js';
 import { startKafkaBroker, type KafkaBroker } from '../../scripts/kafka/broker.js';
-import { createClient } from '../../src/client.js';
 import type { Db } from '../../src/db/db.js';
 import type { Transport } from '../../src/transport/transport.js';
 import { seededRandom } from '../helpers/seed.js';
@@ -22,6 +19,7 @@ import {
   e2eEnv,
   offsetsBehindInbox,
   placeOrders,
+  poisonCommand,
   prepare,
   statusCounts,
   testTransport,
@@ -152,29 +150,9 @@ describe.skipIf(skip)('order saga on Kafka, separate processes', () => {
 
   it('a poison command is dead-lettered after the configured attempts while its partition keeps flowing', async () => {
     const run = await setUp({ SAGAFLOW_MAX_ATTEMPTS: '3', SAGAFLOW_RETRY_DELAYS_MS: '50' });
-    await placeOrders(run.env, run.transport, 20);
-    await waitAllTerminal(run.db, run.env, 20);
-    const t = exampleTables(run.env.exampleSchema);
-    const victim = (await run.db.query<{ order_id: string }>(`SELECT order_id FROM ${t.reservations} WHERE status = 'reserved' LIMIT 1`)).rows[0]!;
-    const client = createClient({ schema: run.env.schema, publisher: run.transport.publisher });
-    const { messageId } = await client.send(ReleaseStock, { orderId: victim.order_id, reservationId: 'not-the-right-one' });
-    // 60 more orders spread over every partition of the stock topic, the poison's one included.
-    await placeOrders(run.env, run.transport, 60, { runId: `${run.env.schema}-after` });
-    const dead = await waitFor(
-      'the poison command in the dead letters',
-      async () =>
-        (
-          await run.db.query<{ reason_code: string; attempts: number; consumer: string; error: string }>(
-            `SELECT reason_code, attempts, consumer, error FROM "${run.env.schema}".dead_letters WHERE message_id = $1`,
-            [messageId],
-          )
-        ).rows[0],
-      (r) => r !== undefined,
-      { timeoutMs: 90_000 },
-    );
+    const dead = await poisonCommand(run.env, run.db, run.transport, { before: 20, after: 60 });
     expect(dead).toMatchObject({ reason_code: 'MAX_ATTEMPTS_EXCEEDED', attempts: 3, consumer: 'participant.stock' });
     expect(dead!.error).toMatch(/reservation mismatch/);
-    await waitAllTerminal(run.db, run.env, 80);
     expect(await statusCounts(run.db, run.env)).toMatchObject({ completed: 72, compensated: 8, failed: 0 });
     await offsetsOk(run);
   }, 240_000);

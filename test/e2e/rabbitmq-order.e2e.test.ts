@@ -6,9 +6,6 @@
  * dead-lettered after the configured deliveries while the other orders keep flowing.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { ReleaseStock } from '../../examples/order/messages.js';
-import { exampleTables } from '../../examples/order/participants.js';
-import { createClient } from '../../src/client.js';
 import type { Db } from '../../src/db/db.js';
 import type { Transport } from '../../src/transport/transport.js';
 import { seededRandom } from '../helpers/seed.js';
@@ -20,6 +17,7 @@ import {
   dropSchemas,
   e2eEnv,
   placeOrders,
+  poisonCommand,
   prepare,
   rabbitQueueDepths,
   statusCounts,
@@ -125,33 +123,9 @@ describe('order saga on RabbitMQ, separate processes', () => {
 
   it('a poison command (handler always throws) is dead-lettered after the configured deliveries while orders keep flowing', async () => {
     const run = await setUp({ SAGAFLOW_MAX_ATTEMPTS: '3', SAGAFLOW_RETRY_DELAYS_MS: '50' }, 1);
-    await placeOrders(run.env, run.transport, 20);
-    await waitAllTerminal(run.db, run.env, 20);
-    // A release with the wrong reservation id for a reserved order: the stock participant refuses
-    // to paper over it and throws, every time.
-    const t = exampleTables(run.env.exampleSchema);
-    const victim = (await run.db.query<{ order_id: string }>(`SELECT order_id FROM ${t.reservations} WHERE status = 'reserved' LIMIT 1`)).rows[0]!;
-    const client = createClient({ schema: run.env.schema, publisher: run.transport.publisher });
-    const { messageId } = await client.send(ReleaseStock, { orderId: victim.order_id, reservationId: 'not-the-right-one' });
-    // Orders placed after the poison flow past it while it is retried.
-    await placeOrders(run.env, run.transport, 20, { runId: `${run.env.schema}-after` });
-    const dead = await waitFor(
-      'the poison command in the dead letters',
-      async () =>
-        (
-          await run.db.query<{ reason_code: string; attempts: number; consumer: string; error: string }>(
-            `SELECT reason_code, attempts, consumer, error FROM "${run.env.schema}".dead_letters WHERE message_id = $1`,
-            [messageId],
-          )
-        ).rows[0],
-      (r) => r !== undefined,
-      { timeoutMs: 60_000 },
-    );
+    const dead = await poisonCommand(run.env, run.db, run.transport, { before: 20, after: 20 });
     expect(dead).toMatchObject({ reason_code: 'MAX_ATTEMPTS_EXCEEDED', attempts: 3, consumer: 'participant.stock' });
     expect(dead!.error).toMatch(/reservation mismatch/);
-    // The reservation was not released and the other orders were unaffected.
-    expect((await run.db.query(`SELECT 1 FROM ${t.reservations} WHERE order_id = $1 AND status = 'reserved'`, [victim.order_id])).rowCount).toBe(1);
-    await waitAllTerminal(run.db, run.env, 40);
     expect(await statusCounts(run.db, run.env)).toMatchObject({ completed: 36, compensated: 4, failed: 0 });
   }, 180_000);
 });

@@ -1,6 +1,6 @@
 import { UsageError, errorMessage } from '../../errors.js';
 import { createTransport } from '../../transport/create.js';
-import { createWorker, type Role } from '../../worker/worker.js';
+import { createWorker, workerOptionsFrom, type Role } from '../../worker/worker.js';
 import type { CliContext } from '../context.js';
 import { loadModule } from '../module-loader.js';
 
@@ -21,20 +21,7 @@ export async function workerCommand(ctx: CliContext, opts: { module: string; rol
     transport,
     module: mod,
     logger,
-    options: {
-      schema: config.schema,
-      role: opts.role as Role,
-      prefetch: config.prefetch,
-      maxBatch: config.maxBatch,
-      maxConcurrentBatches: config.concurrentBatches,
-      retry: config.retry,
-      maxMessageBytes: config.maxMessageBytes,
-      events: config.events,
-      eventsTopic: config.eventsTopic,
-      outboxGraceMs: config.outboxGraceMs,
-      relay: { fallbackPollMs: config.fallbackPollMs, idlePollMs: config.idlePollMs },
-      timers: { fallbackPollMs: config.fallbackPollMs, idlePollMs: config.idlePollMs },
-    },
+    options: workerOptionsFrom(config, { role: opts.role as Role }),
   });
   let stopping: Promise<void> | undefined;
   let stopped!: () => void;
