@@ -62,8 +62,9 @@ async function setUp(extra: Record<string, string> = {}, participants = 1): Prom
   const db = await prepare(env);
   const workers = [new WorkerProcess(env, 'orchestrator', 'orchestrator')];
   for (let i = 0; i < participants; i++) workers.push(new WorkerProcess(env, 'participants', `participants-${i}`));
-  // One at a time: the first declares the topics and the groups' starting offsets.
-  for (const w of workers) await w.start(90_000);
+  // All at once, as a deployment starts them: each declares the whole topology while the others'
+  // consumers are already joining their groups (a race that once stopped a worker at start).
+  await Promise.all(workers.map((w) => w.start(90_000)));
   const transport = await testTransport(env);
   current = { env, db, transport, workers };
   return current;

@@ -2,6 +2,9 @@ import type { Admin, Kafka } from 'kafkajs';
 import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 
+/** Kafka error types an offset commit outside the group gets once the group has live members. */
+const GROUP_TURNED_LIVE = new Set(['UNKNOWN_MEMBER_ID', 'ILLEGAL_GENERATION', 'REBALANCE_IN_PROGRESS']);
+
 export interface KafkaAdminOptions {
   readonly partitions: number;
   readonly replicationFactor: number;
@@ -197,7 +200,18 @@ export class KafkaAdmin {
       commits.push({ topic, partitions: missing.map((p) => ({ partition: p.partition, offset: ends.get(p.partition) ?? '0' })) });
     }
     if (commits.length === 0) return 0;
-    await this.#commitAsNonMember(groupId, commits);
+    try {
+      await this.#commitAsNonMember(groupId, commits);
+    } catch (err) {
+      // Another process's consumer joined the group between describeGroups and this commit (workers
+      // of one deployment start together and each declares the whole topology): the group is live
+      // now, so its positions belong to its members. Not an error.
+      if (GROUP_TURNED_LIVE.has((err as { type?: string }).type ?? '')) {
+        this.#o.logger.debug({ groupId, err: errorMessage(err) }, 'kafka group became live while declaring; its members own its offsets');
+        return 0;
+      }
+      throw err;
+    }
     const n = commits.reduce((sum, c) => sum + c.partitions.length, 0);
     this.#o.logger.debug({ groupId, partitions: n }, 'kafka group offsets initialised to the end of its topics');
     return n;
