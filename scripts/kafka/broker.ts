@@ -190,6 +190,7 @@ async function runMaven(args: string[], cwd: string): Promise<void> {
       child.stdout.on('data', (d: Buffer) => (output += d.toString()));
       child.stderr.on('data', (d: Buffer) => (output += d.toString()));
       // Maven 3.8 emits ANSI reset codes even with colours off; keep error messages readable.
+      // eslint-disable-next-line no-control-regex -- matching the ESC of ANSI codes is the point
       const clean = (): string => output.replace(/\x1b\[[0-9;]*m/g, '');
       child.on('error', (err) => resolve({ code: null, output: clean(), spawnError: err }));
       child.on('close', (code) => resolve({ code, output: clean() }));
