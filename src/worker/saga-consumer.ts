@@ -63,7 +63,17 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
               payload: item.payload,
             };
       const d = await tr.apply(tx, def, sagaId, input, { messageId: env.id });
-      const log = { sagaId, messageId: env.id, type: env.type, code: d.code };
+      const cursor = (d.instance ?? tr.instance(sagaId))?.state.cursor;
+      const headers = env.headers ?? {};
+      // Which step and attempt the message concerns: the reply's own headers, else where the saga is.
+      const log = {
+        sagaId,
+        messageId: env.id,
+        type: env.type,
+        code: d.code,
+        step: headers['sagaflow-step'] ?? cursor?.step,
+        attempt: headers['sagaflow-attempt'] ?? cursor?.attempt,
+      };
       if (d.outcome === 'rejected') {
         const code = (d.code ?? 'INVALID_STATE') as ReasonCode;
         outcomes[index] = {

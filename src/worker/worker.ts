@@ -161,6 +161,12 @@ export function createWorker(deps: {
       const inst = a.decision.instance!;
       if (a.decision.wake) minWake = Math.min(minWake, a.decision.wake.delayMs);
       events.emit('transition', { sagaId: inst.id, sagaType: inst.type, status: inst.status, version: inst.version, code: a.decision.code });
+      // A saga that stops as failed needs a human: say so at warn, with the reason and the step.
+      if (inst.status === 'failed' && a.decision.events.some((e) => e.type === 'SagaFailed')) {
+        logger.warn({ sagaId: inst.id, sagaType: inst.type, reason: inst.reason, step: inst.state.failedAt?.step, phase: inst.state.failedAt?.phase }, 'saga failed; replay it once the cause is fixed');
+      } else if (a.decision.events.some((e) => e.type === 'SagaCompleted' || e.type === 'SagaCompensated')) {
+        logger.debug({ sagaId: inst.id, sagaType: inst.type, status: inst.status, reason: inst.reason }, 'saga ended');
+      }
     }
     if (minWake !== Infinity) timers?.wakeIn(minWake);
   };

@@ -165,7 +165,8 @@ describe('startSaga inside the caller transaction', () => {
       }
       // Nothing was written, and the caller's transaction is still healthy (no SQL error happened in it).
       expect(await count(tx, `"${t.schema}".outbox`, [])).toBe(before);
-    });
+      // One snapshot for both counts: a relay of an earlier test may be deleting sent rows meanwhile.
+    }, { isolation: 'repeatable read' });
     // Without a transaction: neither the database path nor the direct publish path sends anything.
     for (const payload of invalid) {
       await expect(createClient({ db, schema: t.schema }).startSaga(orderSaga, payload as never)).rejects.toMatchObject({ code: 'SCHEMA_INVALID' });
