@@ -12,7 +12,7 @@ import { makeOrders } from '../../examples/order/run.js';
 import { exampleTables } from '../../examples/order/participants.js';
 import type { Db } from '../../src/db/db.js';
 import { waitFor } from '../helpers/wait.js';
-import { checkInvariants, dropSchemas, e2eEnv, prepare, runCli, statusCounts, WorkerProcess, type E2EEnv } from './harness.js';
+import { checkInvariants, cleanupRabbit, dropSchemas, e2eEnv, prepare, runCli, statusCounts, WorkerProcess, type E2EEnv } from './harness.js';
 
 const ORDERS = 20;
 let env: E2EEnv;
@@ -26,6 +26,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await worker?.stop();
+  await cleanupRabbit(env).catch(() => undefined);
   await dropSchemas(db, env);
   await db.close();
 });
