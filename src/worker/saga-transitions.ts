@@ -58,16 +58,18 @@ export class SagaTransitions {
     input: SagaInput,
     cause: { messageId: string | undefined },
   ): Promise<Decision> {
-    let decision = decide(def, this.instance(sagaId), input, this.cfg.decide);
-    const first = decision;
-    for (;;) {
-      if (decision.outcome !== 'applied' || !decision.instance) return first === decision ? decision : first;
+    // The caller learns what became of its input (the first decision); local steps chained after
+    // it are recorded as further transitions of the same saga.
+    const first = decide(def, this.instance(sagaId), input, this.cfg.decide);
+    let decision = first;
+    while (decision.outcome === 'applied' && decision.instance) {
       this.#record(def, decision, cause);
       const run = decision.runLocal;
-      if (!run) return first;
+      if (!run) break;
       const result = await runLocal(tx, def, decision.instance, run);
       decision = decide(def, decision.instance, { kind: 'local-result', seq: run.seq, ...result }, this.cfg.decide);
     }
+    return first;
   }
 
   #record(def: SagaDefinition, d: Decision, cause: { messageId: string | undefined }): void {
