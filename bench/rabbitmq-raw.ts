@@ -12,8 +12,8 @@
 import { randomBytes } from 'node:crypto';
 import { connect } from 'amqplib';
 import { silentLogger } from '../src/log.js';
-import { createRabbitMqTransport } from '../src/transport/rabbitmq.js';
-import type { OutgoingMessage } from '../src/transport/transport.js';
+import { createRabbitMqTransport } from '../src/transport/rabbitmq/transport.js';
+import type { OutgoingMessage } from '../src/transport/contract.js';
 
 const count = Number(process.argv[2] ?? 20_000);
 const url = process.argv[3] ?? process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';

@@ -25,7 +25,7 @@ import { migrate } from '../src/db/migrate.js';
 import { silentLogger } from '../src/log.js';
 import { createTransport } from '../src/transport/create.js';
 import { MemoryTransport } from '../src/transport/memory.js';
-import type { Transport } from '../src/transport/transport.js';
+import type { Transport } from '../src/transport/contract.js';
 import { createWorker, workerOptionsFrom, type Worker } from '../src/worker/worker.js';
 import { kafkaBaseline, rabbitBaseline, type BaselineResult } from './baseline.js';
 import { BenchWorker } from './procs.js';

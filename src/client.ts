@@ -6,7 +6,7 @@ import type { InputOf, MessageDefinition } from './messages/message.js';
 import { OutboxStore } from './outbox/store.js';
 import type { SagaDefinition } from './saga/definition.js';
 import { sagaIdFor } from './saga/engine.js';
-import type { OutgoingMessage, Publisher } from './transport/transport.js';
+import type { OutgoingMessage, Publisher } from './transport/contract.js';
 
 export interface SendOptions {
   /** Write through the outbox inside this transaction: the message exists iff the caller commits. */

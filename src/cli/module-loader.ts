@@ -2,7 +2,7 @@ import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { UsageError } from '../errors.js';
-import { validateModule, type SagaflowModule } from '../worker/module.js';
+import { validateModule, type SagaflowModule } from '../module.js';
 
 /**
  * Loads a user module: a file or a directory with an index. Its default export is the module

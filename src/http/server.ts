@@ -8,7 +8,7 @@ import { DeadLetterOperations } from '../ops/dead-letter-ops.js';
 import { SagaOperations } from '../ops/saga-ops.js';
 import type { SagaDefinition } from '../saga/definition.js';
 import { SagaStore } from '../saga/store.js';
-import type { TransitionsConfig } from '../worker/saga-transitions.js';
+import type { TransitionsConfig } from '../transaction/transitions.js';
 import { TokenVerifier, authHook, type Principal, type Role } from './auth.js';
 import { HttpError, errorBody, sendError } from './errors.js';
 import { UUID } from './pagination.js';

@@ -4,7 +4,7 @@ import { quoteSchema } from '../db/db.js';
 import { NotFoundError, RefusedError, SagaflowError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { OutboxStore } from '../outbox/store.js';
-import { H, type OutgoingMessage } from '../transport/transport.js';
+import { H, type OutgoingMessage } from '../transport/contract.js';
 import { AuditLog } from './audit.js';
 import type { ActionResult, Actor } from './saga-ops.js';
 

@@ -6,8 +6,8 @@ import type { SagaDefinition } from '../saga/definition.js';
 import { decide, type Decision, type SagaInput } from '../saga/engine.js';
 import type { SagaStatus } from '../saga/state.js';
 import { SagaStore } from '../saga/store.js';
-import { writeBatch } from '../worker/batch-write.js';
-import { SagaTransitions, type TransitionsConfig } from '../worker/saga-transitions.js';
+import { writeBatch } from '../transaction/write.js';
+import { SagaTransitions, type TransitionsConfig } from '../transaction/transitions.js';
 import { AuditLog, type AuditAction } from './audit.js';
 
 /**

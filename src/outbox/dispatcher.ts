@@ -1,6 +1,6 @@
 import type { Logger } from '../log.js';
 import { errorMessage } from '../errors.js';
-import { PublishError, type OutgoingMessage, type Publisher } from '../transport/transport.js';
+import { PublishError, type OutgoingMessage, type Publisher } from '../transport/contract.js';
 import type { Queryable } from '../db/db.js';
 import type { OutboxStore } from './store.js';
 

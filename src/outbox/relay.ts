@@ -2,9 +2,9 @@ import type pg from 'pg';
 import type { Db } from '../db/db.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import { PublishError, type Publisher } from '../transport/transport.js';
-import { FallbackPoll } from '../worker/fallback-poll.js';
-import { WakeLoop } from '../worker/wake-loop.js';
+import { PublishError, type Publisher } from '../transport/contract.js';
+import { FallbackPoll } from '../scheduling/fallback-poll.js';
+import { WakeLoop } from '../scheduling/wake-loop.js';
 import type { OutboxStore } from './store.js';
 
 export interface RelayOptions {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Queryable } from '../db/db.js';
 import { quoteSchema } from '../db/db.js';
 import type { Params } from '../db/params.js';
-import type { OutgoingMessage } from '../transport/transport.js';
+import type { OutgoingMessage } from '../transport/contract.js';
 
 /**
  * The outbox: messages written in the same transaction as the state change that caused them.

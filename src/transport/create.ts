@@ -2,7 +2,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { withFaults } from './faults.js';
 import { MemoryTransport } from './memory.js';
-import type { Transport } from './transport.js';
+import type { Transport } from './contract.js';
 
 /**
  * Builds the configured transport. The broker clients are imported only when chosen, so a
@@ -19,7 +19,7 @@ async function connect(config: Config, logger: Logger, overrides: { clientId?: s
     case 'memory':
       return new MemoryTransport();
     case 'rabbitmq': {
-      const { createRabbitMqTransport } = await import('./rabbitmq.js');
+      const { createRabbitMqTransport } = await import('./rabbitmq/transport.js');
       return createRabbitMqTransport({
         url: config.amqpUrl,
         namespace: config.namespace,
@@ -29,7 +29,7 @@ async function connect(config: Config, logger: Logger, overrides: { clientId?: s
       });
     }
     case 'kafka': {
-      const { createKafkaTransport } = await import('./kafka.js');
+      const { createKafkaTransport } = await import('./kafka/transport.js');
       return createKafkaTransport({
         brokers: config.kafkaBrokers,
         namespace: config.namespace,

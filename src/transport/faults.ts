@@ -1,4 +1,4 @@
-import type { Publisher, Transport } from './transport.js';
+import type { Publisher, Transport } from './contract.js';
 
 /**
  * Fault injection for reliability testing, switched on explicitly by configuration

@@ -17,7 +17,7 @@ import {
   type Topology,
   type Transport,
   type TransportFeatures,
-} from './transport.js';
+} from './contract.js';
 
 /**
  * An in-process broker with the same contract as RabbitMQ and Kafka: a queue per consumer name,

@@ -5,10 +5,10 @@ import type { OutboxDispatcher } from '../outbox/dispatcher.js';
 import type { OutboxStore } from '../outbox/store.js';
 import type { SagaDefinition } from '../saga/definition.js';
 import type { SagaStore } from '../saga/store.js';
-import { writeBatch } from './batch-write.js';
-import { FallbackPoll } from './fallback-poll.js';
-import { WakeLoop } from './wake-loop.js';
-import { SagaTransitions, type AppliedTransition, type TransitionsConfig } from './saga-transitions.js';
+import { writeBatch } from '../transaction/write.js';
+import { FallbackPoll } from '../scheduling/fallback-poll.js';
+import { WakeLoop } from '../scheduling/wake-loop.js';
+import { SagaTransitions, type AppliedTransition, type TransitionsConfig } from '../transaction/transitions.js';
 
 export interface TimerOptions {
   readonly batchSize?: number;

@@ -22,16 +22,16 @@ import {
   type Subscription,
   type Topology,
   type Transport,
-} from '../transport/transport.js';
-import { Batcher } from './batcher.js';
-import { DeadLetterRecorder, type DeadLetterRecord } from './dead-letter-recorder.js';
-import { decodeDelivery, type Inbound } from './decode.js';
-import { validateModule, type SagaflowModule } from './module.js';
-import { participantWork } from './participant-consumer.js';
-import { sagaWork } from './saga-consumer.js';
-import type { AppliedTransition, EventsMode } from './saga-transitions.js';
+} from '../transport/contract.js';
+import { Batcher } from '../scheduling/batcher.js';
+import { DeadLetterRecorder, type DeadLetterRecord } from '../dead-letters/recorder.js';
+import { decodeDelivery, type Inbound } from '../transaction/decode.js';
+import { validateModule, type SagaflowModule } from '../module.js';
+import { participantWork } from '../transaction/participant-work.js';
+import { sagaWork } from '../transaction/saga-work.js';
+import type { AppliedTransition, EventsMode } from '../transaction/transitions.js';
 import { TimerService, type TimerOptions } from './timers.js';
-import { runTransactional, type Work } from './transactional.js';
+import { runTransactional, type Work } from '../transaction/run.js';
 
 export type Role = 'all' | 'orchestrator' | 'participants';
 

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
 import { describe, inject } from 'vitest';
 import { createLogger, silentLogger, type Logger } from '../../src/log.js';
-import { createKafkaTransport } from '../../src/transport/kafka.js';
+import { createKafkaTransport } from '../../src/transport/kafka/transport.js';
 import { transportContract } from './transport.contract.js';
 
 const brokers = inject('services').kafkaBrokers;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { connect } from 'amqplib';
 import { inject } from 'vitest';
 import { createLogger, silentLogger, type Logger } from '../../src/log.js';
-import { createRabbitMqTransport } from '../../src/transport/rabbitmq.js';
+import { createRabbitMqTransport } from '../../src/transport/rabbitmq/transport.js';
 import { transportContract } from './transport.contract.js';
 
 const url = inject('services').amqpUrl;

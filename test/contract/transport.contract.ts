@@ -20,7 +20,7 @@ import {
   type OutgoingMessage,
   type Subscription,
   type Transport,
-} from '../../src/transport/transport.js';
+} from '../../src/transport/contract.js';
 import { waitFor } from '../helpers/wait.js';
 
 export interface ContractTarget {

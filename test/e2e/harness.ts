@@ -15,7 +15,7 @@ import { createDb, type Db } from '../../src/db/db.js';
 import { migrate } from '../../src/db/migrate.js';
 import { silentLogger } from '../../src/log.js';
 import { createTransport } from '../../src/transport/create.js';
-import type { Transport } from '../../src/transport/transport.js';
+import type { Transport } from '../../src/transport/contract.js';
 import { uniqueName } from '../helpers/db.js';
 import { waitFor } from '../helpers/wait.js';
 

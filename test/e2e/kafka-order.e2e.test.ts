@@ -9,7 +9,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startKafkaBroker, type KafkaBroker } from '../../scripts/kafka/broker.js';
 import type { Db } from '../../src/db/db.js';
-import type { Transport } from '../../src/transport/transport.js';
+import type { Transport } from '../../src/transport/contract.js';
 import { seededRandom } from '../helpers/seed.js';
 import { waitFor } from '../helpers/wait.js';
 import {

@@ -7,7 +7,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Db } from '../../src/db/db.js';
-import type { Transport } from '../../src/transport/transport.js';
+import type { Transport } from '../../src/transport/contract.js';
 import { seededRandom } from '../helpers/seed.js';
 import { waitFor } from '../helpers/wait.js';
 import {

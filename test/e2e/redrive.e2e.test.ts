@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exampleTables } from '../../examples/order/participants.js';
 import type { Db } from '../../src/db/db.js';
-import type { Transport } from '../../src/transport/transport.js';
+import type { Transport } from '../../src/transport/contract.js';
 import { waitFor } from '../helpers/wait.js';
 import { cleanupRabbit, dropSchemas, e2eEnv, placeOrders, prepare, runCli, statusCounts, testTransport, WorkerProcess, type E2EEnv } from './harness.js';
 

@@ -1,4 +1,4 @@
-import type { OutgoingMessage, Publisher } from '../../src/transport/transport.js';
+import type { OutgoingMessage, Publisher } from '../../src/transport/contract.js';
 
 /**
  * A Publisher for outbox tests: records every message it confirmed (and every call), and fails

@@ -1,5 +1,5 @@
 import type { MemoryTransport } from '../../src/transport/memory.js';
-import type { Delivery, Subscriber, Topology, Transport } from '../../src/transport/transport.js';
+import type { Delivery, Subscriber, Topology, Transport } from '../../src/transport/contract.js';
 
 /**
  * Simulates "crash after COMMIT, before ack" for a real worker on the memory transport: when a

@@ -18,7 +18,7 @@ import { silentLogger } from '../../src/log.js';
 import type { SagaStatus } from '../../src/saga/state.js';
 import { SagaStore } from '../../src/saga/store.js';
 import { MemoryTransport } from '../../src/transport/memory.js';
-import { DEAD_LETTER_TOPIC, H } from '../../src/transport/transport.js';
+import { DEAD_LETTER_TOPIC, H } from '../../src/transport/contract.js';
 import { createWorker, type Worker } from '../../src/worker/worker.js';
 import { migrateExample, orderParticipants, orderSaga, PlaceOrder } from '../../examples/order/index.js';
 import { makeOrders, publishOrders } from '../../examples/order/run.js';

@@ -20,7 +20,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 import { startKafkaBroker, type KafkaBroker } from '../../scripts/kafka/broker.js';
 import { SystemicError } from '../../src/errors.js';
 import { createLogger, silentLogger, type Logger } from '../../src/log.js';
-import { createKafkaTransport, type KafkaTransport, type KafkaTransportOptions } from '../../src/transport/kafka.js';
+import { createKafkaTransport, type KafkaTransport, type KafkaTransportOptions } from '../../src/transport/kafka/transport.js';
 import {
   DEAD_LETTER_CONSUMER,
   DEAD_LETTER_TOPIC,
@@ -28,7 +28,7 @@ import {
   PublishError,
   type Delivery,
   type OutgoingMessage,
-} from '../../src/transport/transport.js';
+} from '../../src/transport/contract.js';
 import { nextEvent, waitFor } from '../helpers/wait.js';
 
 // SAGAFLOW_TEST_KAFKA=skip: no Java/Maven here, the file is skipped like the other Kafka tests.

@@ -9,7 +9,7 @@ import { createClient } from '../../src/client.js';
 import { defineMessage } from '../../src/messages/message.js';
 import { defineSaga } from '../../src/saga/definition.js';
 import { MemoryTransport } from '../../src/transport/memory.js';
-import { defineParticipant, reply } from '../../src/worker/participant.js';
+import { defineParticipant, reply } from '../../src/participant/definition.js';
 import { createWorker, type Worker } from '../../src/worker/worker.js';
 import { createTestDb, type TestDb } from '../helpers/db.js';
 import { waitFor } from '../helpers/wait.js';

@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import { connect } from 'amqplib';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createLogger, silentLogger, type Logger } from '../../src/log.js';
-import { createRabbitMqTransport, type RabbitMqTransport, type RabbitMqTransportOptions } from '../../src/transport/rabbitmq.js';
+import { createRabbitMqTransport, type RabbitMqTransport, type RabbitMqTransportOptions } from '../../src/transport/rabbitmq/transport.js';
 import {
   DEAD_LETTER_CONSUMER,
   DEAD_LETTER_TOPIC,
@@ -22,7 +22,7 @@ import {
   PublishError,
   type Delivery,
   type OutgoingMessage,
-} from '../../src/transport/transport.js';
+} from '../../src/transport/contract.js';
 import { nextEvent, waitFor } from '../helpers/wait.js';
 
 const run = promisify(execFile);

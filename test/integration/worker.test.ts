@@ -40,10 +40,10 @@ import { defineMessage, type MessageDefinition } from '../../src/messages/messag
 import { defineSaga } from '../../src/saga/definition.js';
 import { STEP_HEADERS, TERMINAL_STATUSES } from '../../src/saga/state.js';
 import { MemoryTransport } from '../../src/transport/memory.js';
-import type { OutgoingMessage, Transport } from '../../src/transport/transport.js';
-import type { DeadLetterRecord } from '../../src/worker/dead-letter-recorder.js';
-import type { SagaflowModule } from '../../src/worker/module.js';
-import { defineParticipant, reply, type ParticipantDefinition } from '../../src/worker/participant.js';
+import type { OutgoingMessage, Transport } from '../../src/transport/contract.js';
+import type { DeadLetterRecord } from '../../src/dead-letters/recorder.js';
+import type { SagaflowModule } from '../../src/module.js';
+import { defineParticipant, reply, type ParticipantDefinition } from '../../src/participant/definition.js';
 import { createWorker, type Role, type TransitionEvent, type Worker, type WorkerOptions } from '../../src/worker/worker.js';
 import { captureLogger } from '../helpers/capture-logger.js';
 import { createTestDb, uniqueName, type TestDb } from '../helpers/db.js';
@@ -662,7 +662,7 @@ describe('(e) bad input', () => {
       expect(row.topic, c.label).toBe('orders');
       if (c.reason === 'UNKNOWN_SAGA') {
         // Retried (the reply may beat its saga's commit), then dead-lettered. By the transport
-        // contract (src/transport/transport.ts) a retryable failure that ran out of attempts is filed
+        // contract (src/transport/contract.ts) a retryable failure that ran out of attempts is filed
         // as MAX_ATTEMPTS_EXCEEDED, with the cause's code first in the error text.
         expect(row.attempts, c.label).toBe(RETRY.maxAttempts);
         expect(row.reason_code, c.label).toBe('MAX_ATTEMPTS_EXCEEDED');

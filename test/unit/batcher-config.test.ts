@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { UsageError } from '../../src/errors.js';
-import { Batcher } from '../../src/worker/batcher.js';
+import { Batcher } from '../../src/scheduling/batcher.js';
 
 describe('Batcher', () => {
   it('groups items submitted in one tick into one batch and resolves each with its own outcome', async () => {

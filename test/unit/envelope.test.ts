@@ -8,8 +8,8 @@ import { z } from 'zod';
 import { PermanentError } from '../../src/errors.js';
 import { decodeEnvelope, encodeEnvelope, parsePayload, type Envelope } from '../../src/messages/envelope.js';
 import { defineMessage, MessageRegistry } from '../../src/messages/message.js';
-import { decodeDelivery } from '../../src/worker/decode.js';
-import type { Delivery } from '../../src/transport/transport.js';
+import { decodeDelivery } from '../../src/transaction/decode.js';
+import type { Delivery } from '../../src/transport/contract.js';
 import { seededRandom } from '../helpers/seed.js';
 
 const Msg = defineMessage({

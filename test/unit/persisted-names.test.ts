@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import orderModule from '../../examples/order/index.js';
-import { DEAD_LETTER_CONSUMER, DEAD_LETTER_TOPIC, H } from '../../src/transport/transport.js';
+import { DEAD_LETTER_CONSUMER, DEAD_LETTER_TOPIC, H } from '../../src/transport/contract.js';
 import { SAGAFLOW_NAMESPACE } from '../../src/saga/engine.js';
 import { STEP_HEADERS } from '../../src/saga/state.js';
 

@@ -3,7 +3,7 @@ import { createClient } from '../../client.js';
 import { SagaflowError, UsageError } from '../../errors.js';
 import { describeIssues } from '../../messages/envelope.js';
 import { createTransport } from '../../transport/create.js';
-import { moduleRegistry } from '../../worker/module.js';
+import { moduleRegistry } from '../../module.js';
 import type { CliContext } from '../context.js';
 import { loadModule } from '../module-loader.js';
 

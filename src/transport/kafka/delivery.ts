@@ -1,5 +1,5 @@
 import type { IHeaders, KafkaMessage } from 'kafkajs';
-import { H, type Delivery } from '../transport.js';
+import { H, type Delivery } from '../contract.js';
 
 /** Headers only the Kafka transport reads; they are removed from the Delivery a handler sees. */
 export const RETRY_DUE_HEADER = 'x-sagaflow-retry-due';

@@ -1,4 +1,4 @@
-import type { Delivery } from '../transport.js';
+import type { Delivery } from '../contract.js';
 import { Fifo } from './delivery.js';
 
 /** One dispatched record, in offset order within its partition. */

@@ -11,7 +11,7 @@ import {
   type Handler,
   type RetryPolicy,
   type Subscription,
-} from '../transport.js';
+} from '../contract.js';
 import type { KafkaAdmin } from './admin.js';
 import { RETRY_ATTEMPT_HEADER, RETRY_DUE_HEADER, RETRY_TOPIC_HEADER, Fifo, retryDue, toDelivery } from './delivery.js';
 import { classifyProduceError } from './errors.js';

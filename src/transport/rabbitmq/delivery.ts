@@ -1,5 +1,5 @@
 import type { ConsumeMessage, Options } from 'amqplib';
-import { DEAD_LETTER_TOPIC, H, type Delivery } from '../transport.js';
+import { DEAD_LETTER_TOPIC, H, type Delivery } from '../contract.js';
 import type { Names } from './names.js';
 
 /**

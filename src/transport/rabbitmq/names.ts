@@ -1,4 +1,4 @@
-import { DEAD_LETTER_CONSUMER, DEAD_LETTER_TOPIC } from '../transport.js';
+import { DEAD_LETTER_CONSUMER, DEAD_LETTER_TOPIC } from '../contract.js';
 
 /**
  * Every broker object name sagaflow uses, in one place, so the namespace prefix can't be forgotten

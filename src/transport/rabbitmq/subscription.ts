@@ -12,7 +12,7 @@ import {
   type Handler,
   type RetryPolicy,
   type Subscription,
-} from '../transport.js';
+} from '../contract.js';
 import { ChannelAcks } from './acks.js';
 import { backoffMs, type ConnectionManager, type ReconnectPolicy } from './connection.js';
 import { RECORDER_ATTEMPT_HEADER, TOPIC_HEADER, republishOptions, toDelivery } from './delivery.js';

@@ -1,7 +1,7 @@
 import type { Channel } from 'amqplib';
 import { SagaflowError, errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { DEAD_LETTER_CONSUMER, DEAD_LETTER_TOPIC, type Topology } from '../transport.js';
+import { DEAD_LETTER_CONSUMER, DEAD_LETTER_TOPIC, type Topology } from '../contract.js';
 import type { ConnectionManager } from './connection.js';
 import type { Names } from './names.js';
 

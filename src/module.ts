@@ -1,8 +1,8 @@
-import type { Db } from '../db/db.js';
-import type { MessageDefinition } from '../messages/message.js';
-import { MessageRegistry } from '../messages/message.js';
-import type { SagaDefinition } from '../saga/definition.js';
-import type { ParticipantDefinition } from './participant.js';
+import type { Db } from './db/db.js';
+import type { MessageDefinition } from './messages/message.js';
+import { MessageRegistry } from './messages/message.js';
+import type { SagaDefinition } from './saga/definition.js';
+import type { ParticipantDefinition } from './participant/definition.js';
 
 /**
  * What a user module exports for `sagaflow worker --module <file>`: its sagas and participants,

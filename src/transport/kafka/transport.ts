@@ -1,12 +1,12 @@
 import { EventEmitter } from 'node:events';
 import { Kafka, Partitioners, type KafkaConfig, type Message, type Producer, type RetryOptions } from 'kafkajs';
-import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
-import { KafkaAdmin } from './kafka/admin.js';
-import { classifyProduceError, type ProduceFailure } from './kafka/errors.js';
-import { kafkaLogCreator, kafkaLogLevel } from './kafka/log.js';
-import { KafkaNames } from './kafka/names.js';
-import { KafkaSubscription, type KafkaSubscriptionStats, type SubscriptionSettings } from './kafka/subscription.js';
+import { errorMessage } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { KafkaAdmin } from './admin.js';
+import { classifyProduceError, type ProduceFailure } from './errors.js';
+import { kafkaLogCreator, kafkaLogLevel } from './log.js';
+import { KafkaNames } from './names.js';
+import { KafkaSubscription, type KafkaSubscriptionStats, type SubscriptionSettings } from './subscription.js';
 import {
   DEAD_LETTER_CONSUMER,
   DEAD_LETTER_TOPIC,
@@ -20,7 +20,7 @@ import {
   type Topology,
   type Transport,
   type TransportFeatures,
-} from './transport.js';
+} from '../contract.js';
 
 export interface KafkaTransportOptions {
   readonly brokers: readonly string[];

@@ -4,7 +4,7 @@ import { SagaflowError } from '../errors.js';
 import type { WrittenMessage } from '../outbox/dispatcher.js';
 import type { OutboxStore } from '../outbox/store.js';
 import type { SagaStore, SagaWrite, StepRowWrite } from '../saga/store.js';
-import type { OutgoingMessage } from '../transport/transport.js';
+import type { OutgoingMessage } from '../transport/contract.js';
 
 export interface BatchWrites {
   readonly sagas: readonly SagaWrite[];

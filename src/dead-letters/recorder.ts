@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Queryable } from '../db/db.js';
 import { quoteSchema } from '../db/db.js';
-import { H, type Delivery } from '../transport/transport.js';
+import { H, type Delivery } from '../transport/contract.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 

@@ -2,7 +2,7 @@ import type { Db, Queryable } from '../db/db.js';
 import { SystemicError, errorMessage, isSystemicDbError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { OutboxDispatcher, WrittenMessage } from '../outbox/dispatcher.js';
-import type { Outcome } from './batcher.js';
+import type { Outcome } from '../scheduling/batcher.js';
 
 /** What one transaction over a batch produced: an outcome per item and the outbox rows it wrote. */
 export interface WorkResult {

@@ -1,7 +1,7 @@
 import { PermanentError } from '../errors.js';
 import { bodyDigest, decodeEnvelope, parsePayload, type Envelope } from '../messages/envelope.js';
 import type { MessageDefinition, MessageRegistry } from '../messages/message.js';
-import type { Delivery } from '../transport/transport.js';
+import type { Delivery } from '../transport/contract.js';
 
 /** A delivery that passed every check that needs no database: parsed once, validated once. */
 export interface Inbound {

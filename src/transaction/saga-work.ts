@@ -5,11 +5,11 @@ import type { OutboxStore } from '../outbox/store.js';
 import type { SagaDefinition } from '../saga/definition.js';
 import { sagaIdFor, type SagaInput } from '../saga/engine.js';
 import type { SagaStore } from '../saga/store.js';
-import { writeBatch } from './batch-write.js';
-import { claimBatch } from './claim-batch.js';
+import { writeBatch } from './write.js';
+import { claimBatch } from './claim.js';
 import type { Inbound } from './decode.js';
-import { SagaTransitions, type AppliedTransition, type TransitionsConfig } from './saga-transitions.js';
-import type { Work } from './transactional.js';
+import { SagaTransitions, type AppliedTransition, type TransitionsConfig } from './transitions.js';
+import type { Work } from './run.js';
 
 export interface SagaConsumerDeps {
   readonly def: SagaDefinition;

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { Logger } from '../log.js';
-import { ConnectionManager, type ReconnectPolicy } from './rabbitmq/connection.js';
-import { Names } from './rabbitmq/names.js';
-import { ConfirmPublisher, type RawMessage } from './rabbitmq/publisher.js';
-import { RabbitSubscription } from './rabbitmq/subscription.js';
-import { TopologyRegistry, type QueueType } from './rabbitmq/topology.js';
+import type { Logger } from '../../log.js';
+import { ConnectionManager, type ReconnectPolicy } from './connection.js';
+import { Names } from './names.js';
+import { ConfirmPublisher, type RawMessage } from './publisher.js';
+import { RabbitSubscription } from './subscription.js';
+import { TopologyRegistry, type QueueType } from './topology.js';
 import {
   DEFAULT_RETRY_POLICY,
   PublishError,
@@ -17,7 +17,7 @@ import {
   type Topology,
   type Transport,
   type TransportFeatures,
-} from './transport.js';
+} from '../contract.js';
 
 export interface RabbitMqTransportOptions {
   readonly url: string;

@@ -7,12 +7,12 @@ import type { OutboxStore } from '../outbox/store.js';
 import type { SagaStore } from '../saga/store.js';
 import { SAGAFLOW_NAMESPACE } from '../saga/engine.js';
 import { STEP_HEADERS } from '../saga/state.js';
-import type { OutgoingMessage } from '../transport/transport.js';
-import { writeBatch } from './batch-write.js';
-import { claimBatch } from './claim-batch.js';
+import type { OutgoingMessage } from '../transport/contract.js';
+import { writeBatch } from './write.js';
+import { claimBatch } from './claim.js';
 import type { Inbound } from './decode.js';
-import type { ParticipantDefinition, Reply } from './participant.js';
-import type { Work } from './transactional.js';
+import type { ParticipantDefinition, Reply } from '../participant/definition.js';
+import type { Work } from './run.js';
 
 export interface ParticipantConsumerDeps {
   readonly participant: ParticipantDefinition;

@@ -2,7 +2,7 @@ import type { Queryable } from '../db/db.js';
 import { PermanentError } from '../errors.js';
 import type { InboxStore } from '../inbox/store.js';
 import type { Logger } from '../log.js';
-import type { Outcome } from './batcher.js';
+import type { Outcome } from '../scheduling/batcher.js';
 import type { Inbound } from './decode.js';
 
 const OK: Outcome<void> = { ok: true, value: undefined };

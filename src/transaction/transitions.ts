@@ -5,7 +5,7 @@ import type { SagaDefinition } from '../saga/definition.js';
 import { decide, type Decision, type DecideContext, type EventIntent, type SagaInput } from '../saga/engine.js';
 import type { SagaInstance } from '../saga/state.js';
 import type { SagaWrite, StepRowWrite } from '../saga/store.js';
-import type { OutgoingMessage } from '../transport/transport.js';
+import type { OutgoingMessage } from '../transport/contract.js';
 
 export type EventsMode = 'all' | 'terminal' | 'none';
 const TERMINAL_EVENTS = new Set(['SagaCompleted', 'SagaCompensated', 'SagaFailed']);
