@@ -12,6 +12,9 @@ const csvInts = z
   .regex(/^\d+(,\d+)*$/, 'comma-separated milliseconds, e.g. 200,1000,5000')
   .transform((s) => s.split(',').map(Number));
 
+/** Topic of domain events unless SAGAFLOW_EVENTS_TOPIC says otherwise. */
+export const DEFAULT_EVENTS_TOPIC = 'sagaflow.events';
+
 export const envSchema = z.object({
   DATABASE_URL: z.string().min(1).default('postgres://postgres@127.0.0.1:5432/postgres'),
   SAGAFLOW_SCHEMA: z
@@ -35,7 +38,7 @@ export const envSchema = z.object({
   SAGAFLOW_RETRY_DELAYS_MS: csvInts.default([200, 1000, 5000]),
   SAGAFLOW_MAX_MESSAGE_BYTES: int(1024, 128 * 1024 * 1024).default(256 * 1024),
   SAGAFLOW_EVENTS: z.enum(['all', 'terminal', 'none']).default('all'),
-  SAGAFLOW_EVENTS_TOPIC: z.string().min(1).default('sagaflow.events'),
+  SAGAFLOW_EVENTS_TOPIC: z.string().min(1).default(DEFAULT_EVENTS_TOPIC),
   SAGAFLOW_OUTBOX_GRACE_MS: int(0, 3_600_000).default(10_000),
   /** Safety-net poll (relay and timers) for work a crashed worker left, while the worker is busy. */
   SAGAFLOW_FALLBACK_POLL_MS: int(0, 3_600_000).default(30_000),
@@ -52,33 +55,6 @@ export const envSchema = z.object({
 });
 
 export type Env = z.output<typeof envSchema>;
-
-export interface Config {
-  readonly databaseUrl: string;
-  readonly schema: string;
-  readonly transport: 'memory' | 'rabbitmq' | 'kafka';
-  readonly amqpUrl: string;
-  readonly kafkaBrokers: readonly string[];
-  readonly namespace: string;
-  readonly logLevel: string;
-  readonly dbPool: number;
-  readonly prefetch: number;
-  readonly maxBatch: number;
-  readonly concurrentBatches: number;
-  readonly retry: { readonly maxAttempts: number; readonly delaysMs: readonly number[] };
-  readonly maxMessageBytes: number;
-  readonly events: 'all' | 'terminal' | 'none';
-  readonly eventsTopic: string;
-  readonly outboxGraceMs: number;
-  readonly fallbackPollMs: number;
-  readonly idlePollMs: number;
-  readonly rabbitQueueType: 'classic' | 'quorum';
-  readonly kafkaPartitions: number;
-  readonly adminTokens: readonly AdminToken[];
-  readonly adminHost: string;
-  readonly adminPort: number;
-  readonly faults: { readonly duplicatePublish: boolean };
-}
 
 export interface AdminToken {
   readonly name: string;
@@ -98,14 +74,9 @@ export function parseAdminTokens(spec: string): AdminToken[] {
   });
 }
 
-export function loadConfig(env: Readonly<Record<string, string | undefined>> = process.env, overrides: Partial<Env> = {}): Config {
-  const parsed = envSchema.safeParse({ ...pickDefined(env), ...pickDefined(overrides as Record<string, unknown>) });
-  if (!parsed.success) {
-    const first = parsed.error.issues[0]!;
-    throw new UsageError(`invalid configuration: ${String(first.path[0])}: ${first.message}`, 'CONFIG_INVALID');
-  }
-  const e = parsed.data;
-  return Object.freeze({
+/** The environment mapped to the names the code uses; `Config` is its type, so the two cannot drift. */
+function toConfig(e: Env) {
+  return {
     databaseUrl: e.DATABASE_URL,
     schema: e.SAGAFLOW_SCHEMA,
     transport: e.SAGAFLOW_TRANSPORT,
@@ -117,7 +88,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     prefetch: e.SAGAFLOW_PREFETCH,
     maxBatch: e.SAGAFLOW_MAX_BATCH,
     concurrentBatches: e.SAGAFLOW_CONCURRENT_BATCHES,
-    retry: Object.freeze({ maxAttempts: e.SAGAFLOW_MAX_ATTEMPTS, delaysMs: Object.freeze(e.SAGAFLOW_RETRY_DELAYS_MS) }),
+    retry: { maxAttempts: e.SAGAFLOW_MAX_ATTEMPTS, delaysMs: e.SAGAFLOW_RETRY_DELAYS_MS },
     maxMessageBytes: e.SAGAFLOW_MAX_MESSAGE_BYTES,
     events: e.SAGAFLOW_EVENTS,
     eventsTopic: e.SAGAFLOW_EVENTS_TOPIC,
@@ -126,11 +97,33 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     idlePollMs: e.SAGAFLOW_IDLE_POLL_MS,
     rabbitQueueType: e.SAGAFLOW_RABBITMQ_QUEUE_TYPE,
     kafkaPartitions: e.SAGAFLOW_KAFKA_PARTITIONS,
-    adminTokens: Object.freeze(parseAdminTokens(e.SAGAFLOW_ADMIN_TOKENS)),
+    adminTokens: parseAdminTokens(e.SAGAFLOW_ADMIN_TOKENS),
     adminHost: e.SAGAFLOW_ADMIN_HOST,
     adminPort: e.SAGAFLOW_ADMIN_PORT,
-    faults: Object.freeze({ duplicatePublish: e.SAGAFLOW_FAULT_DUPLICATE_PUBLISH === '1' }),
-  });
+    faults: { duplicatePublish: e.SAGAFLOW_FAULT_DUPLICATE_PUBLISH === '1' },
+  };
+}
+
+type DeepReadonly<T> = T extends (infer E)[] ? readonly DeepReadonly<E>[] : T extends object ? { readonly [K in keyof T]: DeepReadonly<T[K]> } : T;
+
+/** Everything a process is configured with, frozen. */
+export type Config = DeepReadonly<ReturnType<typeof toConfig>>;
+
+export function loadConfig(env: Readonly<Record<string, string | undefined>> = process.env, overrides: Partial<Env> = {}): Config {
+  const parsed = envSchema.safeParse({ ...pickDefined(env), ...pickDefined(overrides as Record<string, unknown>) });
+  if (!parsed.success) {
+    const first = parsed.error.issues[0]!;
+    throw new UsageError(`invalid configuration: ${String(first.path[0])}: ${first.message}`, 'CONFIG_INVALID');
+  }
+  return deepFreeze(toConfig(parsed.data));
+}
+
+function deepFreeze<T>(o: T): DeepReadonly<T> {
+  if (o !== null && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o as DeepReadonly<T>;
 }
 
 function pickDefined(o: Readonly<Record<string, unknown>>): Record<string, unknown> {

@@ -26,6 +26,9 @@ export type ReasonCode =
   | 'SYSTEMIC'
   | 'CONFIG_INVALID'
   | 'DEFINITION_INVALID'
+  | 'DEFINITION_MISMATCH'
+  | 'MESSAGE_TOO_LARGE'
+  | 'INVALID_RECORD'
   | 'SCHEMA_TOO_NEW'
   | 'MIGRATION_FAILED'
   | 'CONCURRENT_UPDATE'
@@ -79,6 +82,17 @@ export class RetryableError extends SagaflowError {
 export class SystemicError extends SagaflowError {
   constructor(message: string, cause?: unknown) {
     super('SYSTEMIC', message, { retryable: true, countsAsAttempt: false, cause });
+  }
+}
+
+/**
+ * A saga, participant, message or module definition that cannot work (DEFINITION_INVALID, found by
+ * `build()` and at startup), or a stored saga that no longer fits the loaded definition
+ * (DEFINITION_MISMATCH, e.g. its step was renamed while it was in flight). Never retryable.
+ */
+export class DefinitionError extends SagaflowError {
+  constructor(message: string, code: 'DEFINITION_INVALID' | 'DEFINITION_MISMATCH' = 'DEFINITION_INVALID') {
+    super(code, message, { retryable: false });
   }
 }
 

@@ -28,3 +28,12 @@ export function uuidV5(name: string, namespace: Buffer): string {
 export function digest16(data: Buffer | Uint8Array): Buffer {
   return hash('sha256', data, 'buffer').subarray(0, 16);
 }
+
+/** Namespace of every id sagaflow derives (uuid v5): fixed forever, because the ids depend on it. */
+export const DERIVED_ID_NAMESPACE = '6f1c3b9e-2d4a-5e8f-9b0c-7a1d2e3f4a5b';
+const DERIVED = uuidNamespace(DERIVED_ID_NAMESPACE);
+
+/** A stable id for `name`: re-running a rolled-back transition derives the same command, reply and event ids. */
+export function derivedId(name: string): string {
+  return uuidV5(name, DERIVED);
+}

@@ -16,9 +16,9 @@ export { type Envelope, encodeEnvelope, decodeEnvelope } from './messages/envelo
 export { defineSaga, type SagaDefinition, type StepFailure, type FailurePolicy, type LocalContext } from './saga/definition.js';
 export { decide, sagaIdFor, type SagaInput, type Decision } from './saga/engine.js';
 export type { SagaInstance, SagaStatus, EngineState } from './saga/state.js';
-export type { RetrySpec } from './saga/retry.js';
+export type { StepRetry } from './saga/retry.js';
 export { defineParticipant, reply, type ParticipantDefinition, type HandlerContext, type Reply } from './participant/definition.js';
-export { createWorker, workerOptionsFrom, type Worker, type WorkerOptions, type Role, type TransitionEvent } from './worker/worker.js';
+export { createWorker, workerOptionsFrom, type Worker, type WorkerOptions, type Role, type SagaChange } from './worker/worker.js';
 export type { SagaflowModule } from './module.js';
 export { createClient, type SagaflowClient, type SendOptions } from './client.js';
 export { createDb, type Db, type Queryable } from './db/db.js';

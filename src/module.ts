@@ -3,6 +3,7 @@ import type { MessageDefinition } from './messages/message.js';
 import { MessageRegistry } from './messages/message.js';
 import type { SagaDefinition } from './saga/definition.js';
 import type { ParticipantDefinition } from './participant/definition.js';
+import { DefinitionError } from './errors.js';
 
 /**
  * What a user module exports for `sagaflow worker --module <file>`: its sagas and participants,
@@ -33,18 +34,18 @@ export function validateModule(mod: SagaflowModule): void {
   const sagaNames = new Set<string>();
   const sagaTopics = new Map<string, string>();
   for (const s of mod.sagas ?? []) {
-    if (sagaNames.has(s.name)) throw new Error(`two sagas are named ${s.name}`);
+    if (sagaNames.has(s.name)) throw new DefinitionError(`two sagas are named ${s.name}`);
     sagaNames.add(s.name);
     const other = sagaTopics.get(s.topic);
-    if (other) throw new Error(`sagas ${other} and ${s.name} both listen on topic ${s.topic}; give their start messages different topics`);
+    if (other) throw new DefinitionError(`sagas ${other} and ${s.name} both listen on topic ${s.topic}; give their start messages different topics`);
     sagaTopics.set(s.topic, s.name);
   }
   const participantNames = new Set<string>();
   for (const p of mod.participants ?? []) {
-    if (participantNames.has(p.name)) throw new Error(`two participants are named ${p.name}`);
+    if (participantNames.has(p.name)) throw new DefinitionError(`two participants are named ${p.name}`);
     participantNames.add(p.name);
     for (const t of p.topics) {
-      if (sagaTopics.has(t)) throw new Error(`participant ${p.name} listens on ${t}, the topic of saga ${sagaTopics.get(t)}`);
+      if (sagaTopics.has(t)) throw new DefinitionError(`participant ${p.name} listens on ${t}, the topic of saga ${sagaTopics.get(t)}`);
     }
   }
   moduleRegistry(mod); // throws if one type name stands for two schemas

@@ -8,7 +8,7 @@ import { DeadLetterOperations } from '../ops/dead-letter-ops.js';
 import { SagaOperations } from '../ops/saga-ops.js';
 import type { SagaDefinition } from '../saga/definition.js';
 import { SagaStore } from '../saga/store.js';
-import type { TransitionsConfig } from '../transaction/transitions.js';
+import { transitionSettings, type TransitionSettings } from '../transaction/transitions.js';
 import { TokenVerifier, authHook, type Principal, type Role } from './auth.js';
 import { HttpError, errorBody, sendError } from './errors.js';
 import { UUID } from './pagination.js';
@@ -49,14 +49,13 @@ export interface AdminServerDeps {
   readonly sagas: readonly SagaDefinition<any, any>[];
   readonly tokens: readonly AdminToken[];
   readonly logger: Logger;
-  readonly transitions?: TransitionsConfig;
+  readonly transitions?: TransitionSettings;
   /** Per-token request budget (default 120 at once, 20/s); false turns it off. */
   readonly rateLimit?: RateLimitOptions | false;
   /** Largest request body in bytes (default 64 KiB). */
   readonly bodyLimit?: number;
 }
 
-const DEFAULT_TRANSITIONS: TransitionsConfig = { eventsTopic: 'sagaflow.events', events: 'all', decide: { random: Math.random } };
 
 export function buildAdminServer(deps: AdminServerDeps): FastifyInstance {
   checkTokens(deps.tokens);
@@ -80,7 +79,7 @@ export function buildAdminServer(deps: AdminServerDeps): FastifyInstance {
       db: deps.db,
       schema: deps.schema,
       sagas: deps.sagas,
-      transitions: deps.transitions ?? DEFAULT_TRANSITIONS,
+      transitions: deps.transitions ?? transitionSettings(),
       logger,
     }),
     deadLetters: new DeadLetterOperations({ db: deps.db, schema: deps.schema, logger }),

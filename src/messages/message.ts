@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { DefinitionError } from '../errors.js';
 
 /**
  * A message type: its name, the zod schema of its payload, and (for commands and saga start
@@ -26,12 +27,12 @@ export function defineMessage<const T extends string, S extends z.ZodType>(def: 
   topic?: string;
   version?: number;
 }): MessageDefinition<S, T> {
-  if (!TYPE_NAME.test(def.type)) throw new Error(`invalid message type name: ${JSON.stringify(def.type)}`);
+  if (!TYPE_NAME.test(def.type)) throw new DefinitionError(`invalid message type name: ${JSON.stringify(def.type)}`);
   if (def.topic !== undefined && !TOPIC_NAME.test(def.topic)) {
-    throw new Error(`invalid topic name for ${def.type}: ${JSON.stringify(def.topic)}`);
+    throw new DefinitionError(`invalid topic name for ${def.type}: ${JSON.stringify(def.topic)}`);
   }
   const version = def.version ?? 1;
-  if (!Number.isInteger(version) || version < 1) throw new Error(`invalid version for ${def.type}: ${version}`);
+  if (!Number.isInteger(version) || version < 1) throw new DefinitionError(`invalid version for ${def.type}: ${version}`);
   return Object.freeze({ type: def.type, schema: def.schema, topic: def.topic, version });
 }
 
@@ -47,7 +48,7 @@ export class MessageRegistry {
     const existing = this.#byType.get(def.type);
     if (existing && existing !== def) {
       if (existing.schema !== def.schema || existing.topic !== def.topic || existing.version !== def.version) {
-        throw new Error(`message type ${def.type} is defined twice with different schemas or topics`);
+        throw new DefinitionError(`message type ${def.type} is defined twice with different schemas or topics`);
       }
       return;
     }

@@ -1,13 +1,12 @@
 import type { Db, Queryable } from '../db/db.js';
-import { NotFoundError, RefusedError, SagaflowError, type ReasonCode } from '../errors.js';
+import { NotFoundError, RefusedError, SagaflowError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { OutboxStore } from '../outbox/store.js';
 import type { SagaDefinition } from '../saga/definition.js';
 import { decide, type Decision, type SagaInput } from '../saga/engine.js';
-import type { SagaStatus } from '../saga/state.js';
+import { STEP_HEADERS, type SagaStatus } from '../saga/state.js';
 import { SagaStore } from '../saga/store.js';
-import { writeBatch } from '../transaction/write.js';
-import { SagaTransitions, type TransitionsConfig } from '../transaction/transitions.js';
+import { TransitionBatch, type TransitionSettings } from '../transaction/transitions.js';
 import { AuditLog, type AuditAction } from './audit.js';
 
 /**
@@ -82,7 +81,7 @@ export class SagaOperations {
       db: Db;
       schema: string;
       sagas: readonly SagaDefinition<any, any>[];
-      transitions: TransitionsConfig;
+      transitions: TransitionSettings;
       logger: Logger;
     },
   ) {
@@ -170,13 +169,9 @@ export class SagaOperations {
           const auditId = await this.#audit.record(tx, { ...base, outcome: 'dry-run', detail: { ...opts.detail, plan } });
           return { outcome: 'dry-run' as const, plan, auditId };
         }
-        const tr = new SagaTransitions(this.deps.transitions, loaded);
+        const tr = new TransitionBatch(this.deps.transitions, loaded);
         await tr.apply(tx, def, sagaId, input, { messageId: undefined });
-        await writeBatch(
-          tx,
-          { sagas: this.#sagas, outbox: this.#outbox, graceMs: 0 },
-          { sagas: tr.sagaWrites(), steps: tr.stepWrites(), messages: tr.messages, deletes: [] },
-        );
+        await tr.write(tx, { sagas: this.#sagas, outbox: this.#outbox, graceMs: 0 });
         // Wakes the workers' relays (and, through them, their timers) at COMMIT.
         await notify(tx, this.#outbox.channel);
         const auditId = await this.#audit.record(tx, { ...base, outcome: 'accepted', detail: { ...opts.detail, plan } });
@@ -198,8 +193,10 @@ export async function notify(tx: Queryable, channel: string, payload = 'operator
 }
 
 function refusal(d: Decision): RefusedError | NotFoundError {
+  if (d.outcome === 'applied') return new RefusedError('INVALID_STATE', 'refused');
   if (d.code === 'NOT_FOUND') return new NotFoundError(d.message ?? 'not found');
-  return new RefusedError((d.code ?? 'INVALID_STATE') as ReasonCode, d.message ?? 'refused');
+  // An ignored input (a duplicate) is refused as "nothing to do in this state".
+  return new RefusedError(d.outcome === 'rejected' ? d.code : 'INVALID_STATE', d.message ?? 'refused');
 }
 
 function planOf(def: SagaDefinition, from: SagaStatus, d: Decision): Plan {
@@ -216,8 +213,8 @@ function planOf(def: SagaDefinition, from: SagaStatus, d: Decision): Plan {
     commands: d.commands.map((c) => ({
       type: c.message.type,
       topic: c.message.topic!,
-      step: c.headers['sagaflow-step'],
-      phase: c.headers['sagaflow-phase'],
+      step: c.headers[STEP_HEADERS.step],
+      phase: c.headers[STEP_HEADERS.phase],
       payload: c.payload,
     })),
     localStep: d.runLocal?.step,

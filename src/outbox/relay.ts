@@ -25,7 +25,6 @@ export interface RelayOptions {
   readonly maxRetryDelayMs?: number;
 }
 
-const PERMANENT_PUBLISH_CODES = new Set(['PAYLOAD_TOO_LARGE', 'MESSAGE_TOO_LARGE', 'INVALID_MESSAGE']);
 
 /**
  * Publishes outbox rows that the fast path did not (a crash between COMMIT and publish, a broker
@@ -117,7 +116,8 @@ export class OutboxRelay {
       } catch (err) {
         failed = err instanceof PublishError ? new Set(err.failedIds) : new Set(rows.map((r) => r.message.id));
         error = errorMessage(err);
-        permanent = err instanceof PublishError && (!err.retryable || PERMANENT_PUBLISH_CODES.has(err.code));
+        // The transport says whether a retry can help (too large, refused record, bad topic name: no).
+        permanent = err instanceof PublishError && !err.retryable;
       }
       const ok = rows.filter((r) => !failed.has(r.message.id));
       const bad = rows.filter((r) => failed.has(r.message.id));

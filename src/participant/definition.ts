@@ -1,6 +1,7 @@
 import type { Queryable } from '../db/db.js';
 import type { Envelope } from '../messages/envelope.js';
 import type { InputOf, MessageDefinition, PayloadOf } from '../messages/message.js';
+import { DefinitionError } from '../errors.js';
 
 /**
  * Participants are the services that carry out commands (`ReserveStock` -> `StockReserved` or
@@ -76,16 +77,16 @@ class ParticipantBuilder {
   }
 
   #add(message: MessageDefinition, replies: readonly MessageDefinition[], handle: BatchCommandHandler<unknown>): this {
-    if (!message.topic) throw new Error(`participant ${this.name}: command ${message.type} must name a topic`);
-    if (this.#handlers.has(message.type)) throw new Error(`participant ${this.name}: ${message.type} is handled twice`);
+    if (!message.topic) throw new DefinitionError(`participant ${this.name}: command ${message.type} must name a topic`);
+    if (this.#handlers.has(message.type)) throw new DefinitionError(`participant ${this.name}: ${message.type} is handled twice`);
     this.#handlers.set(message.type, { message, handle });
     for (const r of replies) this.#replies.set(r.type, r);
     return this;
   }
 
   build(): ParticipantDefinition {
-    if (!NAME.test(this.name)) throw new Error(`invalid participant name ${JSON.stringify(this.name)}`);
-    if (this.#handlers.size === 0) throw new Error(`participant ${this.name} handles no command`);
+    if (!NAME.test(this.name)) throw new DefinitionError(`invalid participant name ${JSON.stringify(this.name)}`);
+    if (this.#handlers.size === 0) throw new DefinitionError(`participant ${this.name} handles no command`);
     const topics = [...new Set([...this.#handlers.values()].map((h) => h.message.topic!))].sort();
     return Object.freeze({
       name: this.name,

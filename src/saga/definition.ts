@@ -1,6 +1,7 @@
 import type { Queryable } from '../db/db.js';
 import { MessageRegistry, type InputOf, type MessageDefinition, type PayloadOf } from '../messages/message.js';
-import { DEFAULT_COMPENSATION_RETRY, DEFAULT_STEP_RETRY, normalizeRetry, type RetrySpec } from './retry.js';
+import { DEFAULT_COMPENSATION_RETRY, DEFAULT_STEP_RETRY, normalizeRetry, type StepRetry } from './retry.js';
+import { DefinitionError } from '../errors.js';
 
 /**
  * A saga definition is built once, in code, and never changes while the process runs. Its name,
@@ -34,7 +35,7 @@ export interface RemoteAction<D, K, C extends AnyMessage, S extends readonly Any
 export interface StepOptions {
   /** Time allowed for a reply, per attempt; on expiry the attempt counts as failed. None by default. */
   readonly timeoutMs?: number;
-  readonly retry?: Partial<RetrySpec>;
+  readonly retry?: Partial<StepRetry>;
 }
 
 export interface RemoteStepSpec<
@@ -95,7 +96,7 @@ export interface ActionDef {
   readonly retryFailures: (reply: unknown) => boolean;
   readonly run?: (ctx: LocalContext<unknown> & { kept?: unknown }) => Promise<unknown> | unknown;
   readonly timeoutMs: number | undefined;
-  readonly retry: RetrySpec;
+  readonly retry: StepRetry;
 }
 
 export interface StepDef {
@@ -173,18 +174,18 @@ class SagaBuilder<D, Start extends AnyMessage> {
   }
 
   #push(step: StepDef): void {
-    if (!NAME.test(step.name)) throw new Error(`saga ${this.spec.name}: invalid step name ${JSON.stringify(step.name)}`);
-    if (this.#steps.some((s) => s.name === step.name)) throw new Error(`saga ${this.spec.name}: step name ${step.name} is used twice`);
+    if (!NAME.test(step.name)) throw new DefinitionError(`saga ${this.spec.name}: invalid step name ${JSON.stringify(step.name)}`);
+    if (this.#steps.some((s) => s.name === step.name)) throw new DefinitionError(`saga ${this.spec.name}: step name ${step.name} is used twice`);
     this.#steps.push(Object.freeze(step));
   }
 
   /** Checks the whole definition and freezes it. Every error here is a programming error, reported at startup. */
   build(): SagaDefinition<D, Start> {
     const { name, version, start } = this.spec;
-    if (!NAME.test(name)) throw new Error(`invalid saga name ${JSON.stringify(name)}`);
-    if (!Number.isInteger(version) || version < 1) throw new Error(`saga ${name}: version must be an integer >= 1`);
-    if (!start.topic) throw new Error(`saga ${name}: start message ${start.type} must name a topic (the orchestrator listens there)`);
-    if (this.#steps.length === 0) throw new Error(`saga ${name}: a saga needs at least one step`);
+    if (!NAME.test(name)) throw new DefinitionError(`invalid saga name ${JSON.stringify(name)}`);
+    if (!Number.isInteger(version) || version < 1) throw new DefinitionError(`saga ${name}: version must be an integer >= 1`);
+    if (!start.topic) throw new DefinitionError(`saga ${name}: start message ${start.type} must name a topic (the orchestrator listens there)`);
+    if (this.#steps.length === 0) throw new DefinitionError(`saga ${name}: a saga needs at least one step`);
     // Registering every message also checks that one type name never stands for two schemas.
     const registry = new MessageRegistry([start]);
     for (const s of this.#steps) for (const a of [s.forward, s.compensation]) for (const m of a?.messages ?? []) registry.add(m);
@@ -213,17 +214,17 @@ function remoteAction(
     failure?: readonly AnyMessage[];
     retryFailures?: boolean | ((reply: unknown) => boolean);
     timeoutMs?: number;
-    retry?: Partial<RetrySpec>;
+    retry?: Partial<StepRetry>;
   },
-  retryBase: RetrySpec,
+  retryBase: StepRetry,
   retryFailuresDefault: boolean,
 ): ActionDef {
-  if (!spec.command?.topic) throw new Error(`${label}: command ${spec.command?.type} must name a topic`);
-  if (!spec.success?.length) throw new Error(`${label}: at least one success reply is required`);
+  if (!spec.command?.topic) throw new DefinitionError(`${label}: command ${spec.command?.type} must name a topic`);
+  if (!spec.success?.length) throw new DefinitionError(`${label}: at least one success reply is required`);
   const success = new Set(spec.success.map((m) => m.type));
   const failure = new Set((spec.failure ?? []).map((m) => m.type));
-  for (const t of failure) if (success.has(t)) throw new Error(`${label}: reply ${t} cannot mean both success and failure`);
-  if (success.has(spec.command.type) || failure.has(spec.command.type)) throw new Error(`${label}: a reply type cannot be the command type`);
+  for (const t of failure) if (success.has(t)) throw new DefinitionError(`${label}: reply ${t} cannot mean both success and failure`);
+  if (success.has(spec.command.type) || failure.has(spec.command.type)) throw new DefinitionError(`${label}: a reply type cannot be the command type`);
   const rf = spec.retryFailures ?? retryFailuresDefault;
   return Object.freeze({
     kind: 'remote' as const,
@@ -238,8 +239,8 @@ function remoteAction(
   });
 }
 
-function localAction(run: ActionDef['run'], opts: StepOptions, retryBase: RetrySpec): ActionDef {
-  if (typeof run !== 'function') throw new Error('a local step needs a run function');
+function localAction(run: ActionDef['run'], opts: StepOptions, retryBase: StepRetry): ActionDef {
+  if (typeof run !== 'function') throw new DefinitionError('a local step needs a run function');
   return Object.freeze({
     kind: 'local' as const,
     messages: [],
@@ -254,7 +255,7 @@ function localAction(run: ActionDef['run'], opts: StepOptions, retryBase: RetryS
 
 function checkTimeout(label: string, t: number | undefined): number | undefined {
   if (t === undefined) return undefined;
-  if (!Number.isFinite(t) || t <= 0) throw new Error(`${label}: timeoutMs must be a positive number`);
+  if (!Number.isFinite(t) || t <= 0) throw new DefinitionError(`${label}: timeoutMs must be a positive number`);
   return t;
 }
 

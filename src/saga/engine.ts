@@ -1,4 +1,5 @@
-import { uuidNamespace, uuidV5 } from '../ids.js';
+import { DefinitionError, type ReasonCode } from '../errors.js';
+import { derivedId } from '../ids.js';
 import type { MessageDefinition } from '../messages/message.js';
 import { describeIssues } from '../messages/envelope.js';
 import type { ActionDef, SagaDefinition, StepDef } from './definition.js';
@@ -87,10 +88,21 @@ export interface LocalRun {
   readonly attempt: number;
 }
 
-export interface Decision {
-  /** applied: persist it; ignored: nothing changes (code says why); rejected: the input is invalid for this saga. */
-  readonly outcome: 'applied' | 'ignored' | 'rejected';
-  readonly code?: string;
+/** Why an input was rejected: it is invalid for this saga (the message is dead-lettered with this reason). */
+export type RejectionCode = Extract<ReasonCode, 'UNKNOWN_SAGA' | 'TENANT_MISMATCH' | 'UNEXPECTED_REPLY' | 'OUT_OF_ORDER' | 'INVALID_STATE' | 'NOT_FOUND' | 'NEEDS_FORCE'>;
+/** Why an input changed nothing although it was valid (a duplicate, a late or stale reply, a timer no longer due). */
+export type IgnoreCode = 'DUPLICATE_START' | 'LATE_REPLY' | 'STALE_REPLY' | 'DUPLICATE_REPLY' | 'STALE_TIMER' | 'STALE_LOCAL_RESULT';
+export type DecisionCode = RejectionCode | IgnoreCode;
+
+/** applied: persist it; ignored: nothing changes (code says why); rejected: the input is invalid for this saga. */
+export type Decision = DecisionBody &
+  (
+    | { readonly outcome: 'applied'; readonly code?: 'LATE_REPLY' }
+    | { readonly outcome: 'ignored'; readonly code: IgnoreCode }
+    | { readonly outcome: 'rejected'; readonly code: RejectionCode }
+  );
+
+export interface DecisionBody {
   readonly message?: string;
   readonly instance: SagaInstance | null;
   readonly steps: readonly StepRowChange[];
@@ -107,24 +119,21 @@ export interface DecideContext {
   readonly random: () => number;
 }
 
-/** Namespace for derived ids (uuid v5): fixed forever, ids depend on it. */
-export const SAGAFLOW_NAMESPACE = '6f1c3b9e-2d4a-5e8f-9b0c-7a1d2e3f4a5b';
-const NS = uuidNamespace(SAGAFLOW_NAMESPACE);
 
 export function commandId(sagaId: string, seq: number): string {
-  return uuidV5(`${sagaId}:cmd:${seq}`, NS);
+  return derivedId(`${sagaId}:cmd:${seq}`);
 }
 
 export function eventId(sagaId: string, version: number, index: number): string {
-  return uuidV5(`${sagaId}:evt:${version}:${index}`, NS);
+  return derivedId(`${sagaId}:evt:${version}:${index}`);
 }
 
 /** The saga id for a start message that does not name one: derived from the message id, so redelivery finds the same saga. */
 export function sagaIdFor(messageId: string): string {
-  return uuidV5(`${messageId}:saga`, NS);
+  return derivedId(`${messageId}:saga`);
 }
 
-class Transition {
+class Draft {
   status: SagaStatus;
   data: unknown;
   state: {
@@ -176,7 +185,7 @@ class Transition {
     this.events.push({ type, payload: { sagaId: this.id, sagaType: this.def.name, ...payload } });
   }
 
-  decision(outcome: Decision['outcome'] = 'applied', code?: string, message?: string): Decision {
+  decision(code?: 'LATE_REPLY', message?: string): Decision {
     const version = this.base.version + 1;
     const instance: SagaInstance = {
       ...this.base,
@@ -187,7 +196,7 @@ class Transition {
       state: { ...this.state },
     };
     return {
-      outcome,
+      outcome: 'applied',
       ...(code ? { code } : {}),
       ...(message ? { message } : {}),
       instance,
@@ -200,19 +209,21 @@ class Transition {
   }
 }
 
-function unchanged(instance: SagaInstance | null, outcome: 'ignored' | 'rejected', code: string, message: string): Decision {
-  return { outcome, code, message, instance, steps: [], commands: [], events: [], wake: undefined };
+function unchanged(instance: SagaInstance | null, outcome: 'ignored', code: IgnoreCode, message: string): Decision;
+function unchanged(instance: SagaInstance | null, outcome: 'rejected', code: RejectionCode, message: string): Decision;
+function unchanged(instance: SagaInstance | null, outcome: 'ignored' | 'rejected', code: IgnoreCode | RejectionCode, message: string): Decision {
+  return { outcome, code, message, instance, steps: [], commands: [], events: [], wake: undefined } as Decision;
 }
 
 function stepOf(def: SagaDefinition, name: string): StepDef {
   const s = def.step(name);
-  if (!s) throw new Error(`saga ${def.name} has no step ${name} (was it renamed while sagas were in flight?)`);
+  if (!s) throw new DefinitionError(`saga ${def.name} has no step ${name} (was it renamed while sagas were in flight?)`, 'DEFINITION_MISMATCH');
   return s;
 }
 
 function actionOf(step: StepDef, phase: Phase): ActionDef {
   const a = phase === 'forward' ? step.forward : step.compensation;
-  if (!a) throw new Error(`step ${step.name} has no ${phase} action`);
+  if (!a) throw new DefinitionError(`step ${step.name} has no ${phase} action`);
   return a;
 }
 
@@ -230,7 +241,7 @@ function userCode<T>(label: string, fn: () => T): { ok: true; value: T } | { ok:
   }
 }
 
-function begin(t: Transition, step: StepDef, phase: Phase, attempt: number, earlier: readonly string[]): void {
+function begin(t: Draft, step: StepDef, phase: Phase, attempt: number, earlier: readonly string[]): void {
   const action = actionOf(step, phase);
   const seq = ++t.state.seq;
   if (action.kind === 'local') {
@@ -276,7 +287,7 @@ function begin(t: Transition, step: StepDef, phase: Phase, attempt: number, earl
   t.wake = action.timeoutMs === undefined ? null : { delayMs: action.timeoutMs };
 }
 
-function succeeded(t: Transition, reply: { id: string | null; type: string | null; payload: unknown }): void {
+function succeeded(t: Draft, reply: { id: string | null; type: string | null; payload: unknown }): void {
   const cursor = t.state.cursor!;
   const step = stepOf(t.def, cursor.step);
   let kept: unknown;
@@ -319,7 +330,7 @@ function succeeded(t: Transition, reply: { id: string | null; type: string | nul
 }
 
 function attemptFailed(
-  t: Transition,
+  t: Draft,
   error: string,
   opts: { retryable: boolean; rowStatus: 'failed' | 'timed_out'; reply?: { id: string; type: string } },
 ): void {
@@ -362,7 +373,7 @@ function attemptFailed(
   startCompensation(t, why);
 }
 
-function fail(t: Transition, at: { step: string; phase: Phase }, reason: string): void {
+function fail(t: Draft, at: { step: string; phase: Phase }, reason: string): void {
   t.status = 'failed';
   t.reason = reason;
   t.state.failedAt = at;
@@ -371,7 +382,7 @@ function fail(t: Transition, at: { step: string; phase: Phase }, reason: string)
   t.event('SagaFailed', { reason, step: at.step, phase: at.phase });
 }
 
-function startCompensation(t: Transition, reason: string): void {
+function startCompensation(t: Draft, reason: string): void {
   t.status = 'compensating';
   t.reason = reason;
   t.state.cursor = null;
@@ -380,7 +391,7 @@ function startCompensation(t: Transition, reason: string): void {
 }
 
 /** Next compensation: the most recent completed step not yet undone that has something to undo. */
-function continueCompensation(t: Transition): void {
+function continueCompensation(t: Draft): void {
   const undone = new Set(t.state.undone);
   for (let i = t.state.done.length - 1; i >= 0; i--) {
     const name = t.state.done[i]!;
@@ -408,7 +419,7 @@ function onStart(def: SagaDefinition, input: Extract<SagaInput, { kind: 'start' 
     version: 0,
     state: { done: [], undone: [], kept: {}, cursor: null, seq: 0, correlationId: input.correlationId, failedAt: null },
   };
-  const t = new Transition(def, base, ctx);
+  const t = new Draft(def, base, ctx);
   t.event('SagaStarted', { startMessageId: input.messageId });
   if (!init.ok) {
     fail(t, { step: def.steps[0]!.name, phase: 'forward' }, init.error);
@@ -418,7 +429,7 @@ function onStart(def: SagaDefinition, input: Extract<SagaInput, { kind: 'start' 
   return t.decision();
 }
 
-function onReply(t: Transition, input: Extract<SagaInput, { kind: 'reply' }>): Decision {
+function onReply(t: Draft, input: Extract<SagaInput, { kind: 'reply' }>): Decision {
   const { def, base } = t;
   if (input.tenantId !== base.tenantId) {
     return unchanged(base, 'rejected', 'TENANT_MISMATCH', `reply ${input.type} is for tenant ${input.tenantId}, saga ${base.id} belongs to another tenant`);
@@ -460,7 +471,7 @@ function onReply(t: Transition, input: Extract<SagaInput, { kind: 'reply' }>): D
       t.status = 'compensating';
       continueCompensation(t);
     }
-    return t.decision('applied', 'LATE_REPLY', `late success of ${step.name} after the saga gave up on it: it will be compensated`);
+    return t.decision('LATE_REPLY', `late success of ${step.name} after the saga gave up on it: it will be compensated`);
   }
   if (TERMINAL_STATUSES.has(base.status)) {
     return unchanged(base, 'ignored', 'LATE_REPLY', `${input.type} arrived after saga ${base.id} ended ${base.status}`);
@@ -476,7 +487,7 @@ function onReply(t: Transition, input: Extract<SagaInput, { kind: 'reply' }>): D
   return unchanged(base, 'ignored', 'DUPLICATE_REPLY', `${input.type} does not answer the command saga ${base.id} is waiting for`);
 }
 
-function onTimer(t: Transition): Decision {
+function onTimer(t: Draft): Decision {
   const cursor = t.base.state.cursor;
   if (!cursor || TERMINAL_STATUSES.has(t.base.status)) return unchanged(t.base, 'ignored', 'STALE_TIMER', 'no attempt is waiting');
   const step = stepOf(t.def, cursor.step);
@@ -492,7 +503,7 @@ function onTimer(t: Transition): Decision {
   return unchanged(t.base, 'ignored', 'STALE_TIMER', 'a local step is running');
 }
 
-function onLocalResult(t: Transition, input: Extract<SagaInput, { kind: 'local-result' }>): Decision {
+function onLocalResult(t: Draft, input: Extract<SagaInput, { kind: 'local-result' }>): Decision {
   const cursor = t.base.state.cursor;
   if (!cursor || cursor.waiting !== 'local' || cursor.seq !== input.seq) {
     return unchanged(t.base, 'ignored', 'STALE_LOCAL_RESULT', `no local step with seq ${input.seq} is running`);
@@ -502,7 +513,7 @@ function onLocalResult(t: Transition, input: Extract<SagaInput, { kind: 'local-r
   return t.decision();
 }
 
-function onCancel(t: Transition, input: Extract<SagaInput, { kind: 'cancel' }>): Decision {
+function onCancel(t: Draft, input: Extract<SagaInput, { kind: 'cancel' }>): Decision {
   if (t.base.status !== 'running') {
     return unchanged(t.base, 'rejected', 'INVALID_STATE', `saga ${t.base.id} is ${t.base.status}; only a running saga can be cancelled`);
   }
@@ -516,7 +527,7 @@ function onCancel(t: Transition, input: Extract<SagaInput, { kind: 'cancel' }>):
   return t.decision();
 }
 
-function onReplay(t: Transition, input: Extract<SagaInput, { kind: 'replay' }>): Decision {
+function onReplay(t: Draft, input: Extract<SagaInput, { kind: 'replay' }>): Decision {
   const { base, def } = t;
   if (base.status !== 'failed') {
     return unchanged(base, 'rejected', 'INVALID_STATE', `saga ${base.id} is ${base.status}; only a failed saga can be replayed`);
@@ -582,7 +593,7 @@ export function decide(def: SagaDefinition, instance: SagaInstance | null, input
   if (instance.type !== def.name) {
     return unchanged(instance, 'rejected', 'UNKNOWN_SAGA', `saga ${instance.id} is a ${instance.type}, not a ${def.name}`);
   }
-  const t = new Transition(def, instance, ctx);
+  const t = new Draft(def, instance, ctx);
   switch (input.kind) {
     case 'reply':
       return onReply(t, input);

@@ -1,11 +1,10 @@
-import { uuidNamespace, uuidV5 } from '../ids.js';
+import { derivedId } from '../ids.js';
 import { PermanentError } from '../errors.js';
 import type { InboxStore } from '../inbox/store.js';
 import { describeIssues, encodeEnvelope, type Envelope } from '../messages/envelope.js';
 import type { Logger } from '../log.js';
 import type { OutboxStore } from '../outbox/store.js';
 import type { SagaStore } from '../saga/store.js';
-import { SAGAFLOW_NAMESPACE } from '../saga/engine.js';
 import { STEP_HEADERS } from '../saga/state.js';
 import type { OutgoingMessage } from '../transport/contract.js';
 import { writeBatch } from './write.js';
@@ -25,11 +24,10 @@ export interface ParticipantConsumerDeps {
 }
 
 const ECHOED = Object.values(STEP_HEADERS);
-const NS = uuidNamespace(SAGAFLOW_NAMESPACE);
 
 /** Reply ids derive from the command id: a re-run of the same command yields the same reply id. */
 export function replyId(commandId: string, participant: string): string {
-  return uuidV5(`${commandId}:reply:${participant}`, NS);
+  return derivedId(`${commandId}:reply:${participant}`);
 }
 
 function buildReply(participant: string, env: Envelope, r: Reply, logger: Logger): OutgoingMessage | undefined {

@@ -1,14 +1,14 @@
-import { PermanentError, RetryableError, type ReasonCode } from '../errors.js';
+import { PermanentError, RetryableError } from '../errors.js';
 import type { InboxStore } from '../inbox/store.js';
 import type { Logger } from '../log.js';
 import type { OutboxStore } from '../outbox/store.js';
 import type { SagaDefinition } from '../saga/definition.js';
-import { sagaIdFor, type SagaInput } from '../saga/engine.js';
+import { sagaIdFor, type RejectionCode, type SagaInput } from '../saga/engine.js';
+import { STEP_HEADERS } from '../saga/state.js';
 import type { SagaStore } from '../saga/store.js';
-import { writeBatch } from './write.js';
 import { claimBatch } from './claim.js';
 import type { Inbound } from './decode.js';
-import { SagaTransitions, type AppliedTransition, type TransitionsConfig } from './transitions.js';
+import { TransitionBatch, type AppliedDecision, type TransitionSettings } from './transitions.js';
 import type { Work } from './run.js';
 
 export interface SagaConsumerDeps {
@@ -17,13 +17,13 @@ export interface SagaConsumerDeps {
   readonly inbox: InboxStore;
   readonly outbox: OutboxStore;
   readonly graceMs: number;
-  readonly transitions: TransitionsConfig;
+  readonly transitions: TransitionSettings;
   readonly logger: Logger;
-  readonly onApplied: (applied: readonly AppliedTransition[]) => void;
+  readonly onApplied: (applied: readonly AppliedDecision[]) => void;
 }
 
 /** Codes a decision can reject with that are worth a later retry (the reply may beat its saga's commit). */
-const RETRYABLE_REJECTIONS = new Set(['UNKNOWN_SAGA']);
+const RETRYABLE_REJECTIONS: ReadonlySet<RejectionCode> = new Set(['UNKNOWN_SAGA']);
 
 /**
  * The orchestrator's transaction over a batch of start messages and replies, per DESIGN.md §3:
@@ -47,7 +47,7 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
       work.push({ index: i, item, sagaId });
     }
     const loaded = await deps.sagas.lockMany(tx, work.map((w) => w.sagaId));
-    const tr = new SagaTransitions(deps.transitions, loaded);
+    const tr = new TransitionBatch(deps.transitions, loaded);
     for (const { index, item, sagaId } of work) {
       const env = item.envelope;
       const input: SagaInput =
@@ -71,11 +71,11 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
         messageId: env.id,
         type: env.type,
         code: d.code,
-        step: headers['sagaflow-step'] ?? cursor?.step,
-        attempt: headers['sagaflow-attempt'] ?? cursor?.attempt,
+        step: headers[STEP_HEADERS.step] ?? cursor?.step,
+        attempt: headers[STEP_HEADERS.attempt] ?? cursor?.attempt,
       };
       if (d.outcome === 'rejected') {
-        const code = (d.code ?? 'INVALID_STATE') as ReasonCode;
+        const code = d.code;
         outcomes[index] = {
           ok: false,
           error: RETRYABLE_REJECTIONS.has(code) ? new RetryableError(code, d.message ?? code) : new PermanentError(code, d.message ?? code),
@@ -89,11 +89,7 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
       }
     }
     await deps.inbox.release(tx, def.consumer, release);
-    const written = await writeBatch(
-      tx,
-      { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs },
-      { sagas: tr.sagaWrites(), steps: tr.stepWrites(), messages: tr.messages, deletes },
-    );
+    const written = await tr.write(tx, { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs }, deletes);
     return { outcomes, written, committed: () => deps.onApplied(tr.applied) };
   };
 }

@@ -1,3 +1,4 @@
+import { DEFAULT_EVENTS_TOPIC } from '../config.js';
 import type { Queryable } from '../db/db.js';
 import { errorMessage } from '../errors.js';
 import { encodeEnvelope, type Envelope } from '../messages/envelope.js';
@@ -6,17 +7,24 @@ import { decide, type Decision, type DecideContext, type EventIntent, type SagaI
 import type { SagaInstance } from '../saga/state.js';
 import type { SagaWrite, StepRowWrite } from '../saga/store.js';
 import type { OutgoingMessage } from '../transport/contract.js';
+import type { WrittenMessage } from '../outbox/dispatcher.js';
+import { writeBatch, type WriteStores } from './write.js';
 
 export type EventsMode = 'all' | 'terminal' | 'none';
 const TERMINAL_EVENTS = new Set(['SagaCompleted', 'SagaCompensated', 'SagaFailed']);
 
-export interface TransitionsConfig {
+export interface TransitionSettings {
   readonly eventsTopic: string;
   readonly events: EventsMode;
   readonly decide: DecideContext;
 }
 
-export interface AppliedTransition {
+/** The one place the transition settings get their defaults (worker, timers, operator actions, admin API). */
+export function transitionSettings(o: { eventsTopic?: string | undefined; events?: EventsMode | undefined; random?: (() => number) | undefined } = {}): TransitionSettings {
+  return { eventsTopic: o.eventsTopic ?? DEFAULT_EVENTS_TOPIC, events: o.events ?? 'all', decide: { random: o.random ?? Math.random } };
+}
+
+export interface AppliedDecision {
   readonly sagaId: string;
   readonly decision: Decision;
 }
@@ -27,16 +35,16 @@ export interface AppliedTransition {
  * other's effects, then yields the writes for one round trip. Local steps run here, inside the
  * transaction and a savepoint, because their writes must commit with the step.
  */
-export class SagaTransitions {
+export class TransitionBatch {
   readonly #instances: Map<string, SagaInstance>;
   readonly #readVersion = new Map<string, number | null>();
   readonly #wake = new Map<string, number | null | undefined>();
   readonly #steps = new Map<string, StepRowWrite>();
   readonly messages: OutgoingMessage[] = [];
-  readonly applied: AppliedTransition[] = [];
+  readonly applied: AppliedDecision[] = [];
 
   constructor(
-    private readonly cfg: TransitionsConfig,
+    private readonly cfg: TransitionSettings,
     loaded: ReadonlyMap<string, SagaInstance>,
   ) {
     this.#instances = new Map(loaded);
@@ -124,7 +132,15 @@ export class SagaTransitions {
     return TERMINAL_EVENTS.has(e.type);
   }
 
-  sagaWrites(): SagaWrite[] {
+  /**
+   * Writes everything decided so far in ONE statement (see write.ts): saga rows, step rows, outbox
+   * rows, and the deletes of outbox rows confirmed earlier that the caller hands over.
+   */
+  write(tx: Queryable, stores: WriteStores, deletes: readonly string[] = []): Promise<WrittenMessage[]> {
+    return writeBatch(tx, stores, { sagas: this.#sagaWrites(), steps: [...this.#steps.values()], messages: this.messages, deletes });
+  }
+
+  #sagaWrites(): SagaWrite[] {
     const out: SagaWrite[] = [];
     for (const [id, readVersion] of this.#readVersion) {
       const instance = this.#instances.get(id)!;
@@ -132,10 +148,6 @@ export class SagaTransitions {
       out.push({ instance, readVersion, wakeDelayMs: this.#wake.get(id) });
     }
     return out;
-  }
-
-  stepWrites(): StepRowWrite[] {
-    return [...this.#steps.values()];
   }
 }
 

@@ -20,9 +20,16 @@ export interface BatchWrites {
  * CTEs over unnest()ed arrays. The version check is a fence on top of the row lock: if it ever
  * fails, the transaction is rolled back rather than losing an update.
  */
+export interface WriteStores {
+  readonly sagas: SagaStore;
+  readonly outbox: OutboxStore;
+  /** How long the relay leaves new outbox rows to this process's own publish after COMMIT. */
+  readonly graceMs: number;
+}
+
 export async function writeBatch(
   tx: Queryable,
-  stores: { sagas: SagaStore; outbox: OutboxStore; graceMs: number },
+  stores: WriteStores,
   w: BatchWrites,
 ): Promise<WrittenMessage[]> {
   const p = new Params();

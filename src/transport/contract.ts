@@ -41,16 +41,16 @@ export interface Delivery {
 
 export type Handler = (delivery: Delivery) => Promise<void>;
 
-export interface RetryPolicy {
+export interface RedeliveryPolicy {
   /** Deliveries before the message is dead-lettered. Default 5. */
   readonly maxAttempts: number;
   /** Delay before the n-th retry (index n-1); the last value repeats. Default [200, 1000, 5000]. */
   readonly delaysMs: readonly number[];
 }
 
-export const DEFAULT_RETRY_POLICY: RetryPolicy = Object.freeze({ maxAttempts: 5, delaysMs: [200, 1000, 5000] });
+export const DEFAULT_REDELIVERY: RedeliveryPolicy = Object.freeze({ maxAttempts: 5, delaysMs: [200, 1000, 5000] });
 
-export function retryDelayMs(policy: RetryPolicy, attempt: number): number {
+export function redeliveryDelayMs(policy: RedeliveryPolicy, attempt: number): number {
   const d = policy.delaysMs;
   if (d.length === 0) return 0;
   return d[Math.min(Math.max(attempt - 1, 0), d.length - 1)] ?? 0;
@@ -59,7 +59,7 @@ export function retryDelayMs(policy: RetryPolicy, attempt: number): number {
 export interface SubscribeOptions {
   /** Deliveries in flight (unacked) at once. Default 256. */
   readonly prefetch?: number;
-  readonly retry?: RetryPolicy;
+  readonly retry?: RedeliveryPolicy;
 }
 
 export interface Subscription {
@@ -142,12 +142,22 @@ export const H = Object.freeze({
   firstSeenAt: 'x-sagaflow-first-seen-at',
 });
 
+/** Why a publish failed. Permanent ones (`retryable: false`) park the outbox row; the others are retried. */
+export type PublishErrorCode =
+  | 'UNROUTABLE'
+  | 'PUBLISH_TIMEOUT'
+  | 'PUBLISH_FAILED'
+  | 'CHANNEL_CLOSED'
+  | 'MESSAGE_TOO_LARGE'
+  | 'INVALID_RECORD'
+  | 'CONFIG_INVALID';
+
 export class PublishError extends Error {
-  readonly code: string;
+  readonly code: PublishErrorCode;
   readonly retryable: boolean;
   /** Ids of the messages that were not confirmed; the others were. */
   readonly failedIds: readonly string[];
-  constructor(message: string, opts: { code: string; retryable: boolean; failedIds: readonly string[]; cause?: unknown }) {
+  constructor(message: string, opts: { code: PublishErrorCode; retryable: boolean; failedIds: readonly string[]; cause?: unknown }) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'PublishError';
     this.code = opts.code;

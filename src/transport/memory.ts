@@ -2,10 +2,10 @@ import { classifyError, errorMessage } from '../errors.js';
 import {
   DEAD_LETTER_CONSUMER,
   DEAD_LETTER_TOPIC,
-  DEFAULT_RETRY_POLICY,
+  DEFAULT_REDELIVERY,
   PublishError,
   deadLetterHeaders,
-  retryDelayMs,
+  redeliveryDelayMs,
   standardHeaders,
   type Delivery,
   type Handler,
@@ -178,7 +178,7 @@ export class MemoryTransport implements Transport {
     for (const t of topics) this.#bind(t, q);
     const sub = new ActiveSubscription(this, q, handler, {
       prefetch: opts?.prefetch ?? 256,
-      retry: opts?.retry ?? DEFAULT_RETRY_POLICY,
+      retry: opts?.retry ?? DEFAULT_REDELIVERY,
     });
     q.subs.push(sub);
     this.#pump(q);
@@ -228,7 +228,7 @@ export class MemoryTransport implements Transport {
     if (attempt > sub.opts.retry.maxAttempts) {
       return this.#deadLetter(d, q.name, 'MAX_ATTEMPTS_EXCEEDED', `${c.code}: ${c.message}`);
     }
-    const delay = retryDelayMs(sub.opts.retry, d.attempt) * this.#retryDelayFactor;
+    const delay = redeliveryDelayMs(sub.opts.retry, d.attempt) * this.#retryDelayFactor;
     const timer = setTimeout(() => {
       this.#timers.delete(timer);
       if (this.#closed) return;

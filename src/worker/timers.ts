@@ -5,10 +5,9 @@ import type { OutboxDispatcher } from '../outbox/dispatcher.js';
 import type { OutboxStore } from '../outbox/store.js';
 import type { SagaDefinition } from '../saga/definition.js';
 import type { SagaStore } from '../saga/store.js';
-import { writeBatch } from '../transaction/write.js';
 import { FallbackPoll } from '../scheduling/fallback-poll.js';
 import { WakeLoop } from '../scheduling/wake-loop.js';
-import { SagaTransitions, type AppliedTransition, type TransitionsConfig } from '../transaction/transitions.js';
+import { TransitionBatch, type AppliedDecision, type TransitionSettings } from '../transaction/transitions.js';
 
 export interface TimerOptions {
   readonly batchSize?: number;
@@ -38,11 +37,11 @@ export class TimerService {
       sagas: SagaStore;
       outbox: OutboxStore;
       defs: ReadonlyMap<string, SagaDefinition>;
-      transitions: TransitionsConfig;
+      transitions: TransitionSettings;
       dispatcher: OutboxDispatcher;
       graceMs: number;
       logger: Logger;
-      onApplied: (applied: readonly AppliedTransition[]) => void;
+      onApplied: (applied: readonly AppliedDecision[]) => void;
     },
     private readonly opts: TimerOptions = {},
   ) {
@@ -90,23 +89,19 @@ export class TimerService {
 
   async #round(size: number): Promise<number> {
     const deletes = this.deps.dispatcher.takeDeletes();
-    let applied: readonly AppliedTransition[] = [];
+    let applied: readonly AppliedDecision[] = [];
     let count = 0;
     try {
       const written = await this.deps.db.transaction(async (tx) => {
         const due = await this.deps.sagas.claimDue(tx, size, this.#types);
         count = due.length;
-        const tr = new SagaTransitions(this.deps.transitions, new Map(due.map((s) => [s.id, s])));
+        const tr = new TransitionBatch(this.deps.transitions, new Map(due.map((s) => [s.id, s])));
         for (const saga of due) {
           const d = await tr.apply(tx, this.deps.defs.get(saga.type)!, saga.id, { kind: 'timer' }, { messageId: undefined });
           if (d.outcome !== 'applied') this.deps.logger.debug({ sagaId: saga.id, code: d.code }, 'timer ignored');
         }
         applied = tr.applied;
-        return writeBatch(
-          tx,
-          { sagas: this.deps.sagas, outbox: this.deps.outbox, graceMs: this.deps.graceMs },
-          { sagas: tr.sagaWrites(), steps: tr.stepWrites(), messages: tr.messages, deletes },
-        );
+        return tr.write(tx, { sagas: this.deps.sagas, outbox: this.deps.outbox, graceMs: this.deps.graceMs }, deletes);
       });
       this.deps.dispatcher.dispatch(written);
     } catch (err) {

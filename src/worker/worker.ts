@@ -16,9 +16,9 @@ import { SagaStore } from '../saga/store.js';
 import {
   DEAD_LETTER_CONSUMER,
   DEAD_LETTER_TOPIC,
-  DEFAULT_RETRY_POLICY,
+  DEFAULT_REDELIVERY,
   type Handler,
-  type RetryPolicy,
+  type RedeliveryPolicy,
   type Subscription,
   type Topology,
   type Transport,
@@ -29,7 +29,7 @@ import { decodeDelivery, type Inbound } from '../transaction/decode.js';
 import { validateModule, type SagaflowModule } from '../module.js';
 import { participantWork } from '../transaction/participant-work.js';
 import { sagaWork } from '../transaction/saga-work.js';
-import type { AppliedTransition, EventsMode } from '../transaction/transitions.js';
+import { transitionSettings, type AppliedDecision, type EventsMode } from '../transaction/transitions.js';
 import { TimerService, type TimerOptions } from './timers.js';
 import { runTransactional, type Work } from '../transaction/run.js';
 
@@ -43,7 +43,7 @@ export interface WorkerOptions {
   /** Transactions in flight per consumer. */
   readonly maxConcurrentBatches?: number;
   readonly prefetch?: number;
-  readonly retry?: RetryPolicy;
+  readonly retry?: RedeliveryPolicy;
   readonly maxMessageBytes?: number;
   readonly eventsTopic?: string;
   readonly events?: EventsMode;
@@ -59,7 +59,7 @@ export interface WorkerOptions {
   readonly random?: () => number;
 }
 
-export interface TransitionEvent {
+export interface SagaChange {
   readonly sagaId: string;
   readonly sagaType: string;
   readonly status: SagaStatus;
@@ -69,7 +69,7 @@ export interface TransitionEvent {
 
 export interface WorkerEvents {
   /** A saga transition committed. */
-  transition: [TransitionEvent];
+  transition: [SagaChange];
   /** A dead letter was stored in Postgres. */
   deadLetter: [DeadLetterRecord];
   /** Participant commands handled (committed). */
@@ -149,13 +149,9 @@ export function createWorker(deps: {
     logger,
     onLeftBehind: () => relay.wake(graceMs + 50),
   });
-  const transitions = {
-    eventsTopic: o.eventsTopic ?? 'sagaflow.events',
-    events: o.events ?? 'all',
-    decide: { random: o.random ?? Math.random },
-  };
+  const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random });
   const defs = new Map<string, SagaDefinition>(sagas.map((s) => [s.name, s as SagaDefinition]));
-  const onApplied = (applied: readonly AppliedTransition[]) => {
+  const onApplied = (applied: readonly AppliedDecision[]) => {
     let minWake = Infinity;
     for (const a of applied) {
       const inst = a.decision.instance!;
@@ -234,7 +230,7 @@ export function createWorker(deps: {
     async start() {
       await assertSchemaCurrent(db, schema);
       await transport.declare(topology());
-      const subOpts = { prefetch: o.prefetch ?? 512, retry: o.retry ?? DEFAULT_RETRY_POLICY };
+      const subOpts = { prefetch: o.prefetch ?? 512, retry: o.retry ?? DEFAULT_REDELIVERY };
       for (const def of defs.values()) {
         const work = sagaWork({ def, sagas: sagaStore, inbox, outbox, graceMs, transitions, logger, onApplied });
         subscriptions.push(await transport.subscriber.subscribe([def.topic], def.consumer, consumerHandler(def.registry, work), subOpts));

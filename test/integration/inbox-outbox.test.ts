@@ -375,7 +375,7 @@ describe('(e) publish failures', () => {
     expect(publisher.confirmedIds()).toEqual(new Set(messages.map((m) => m.id)));
   });
 
-  it('non-retryable (PAYLOAD_TOO_LARGE): rows are parked and the relay no longer picks them; other rows keep flowing', async () => {
+  it('non-retryable (MESSAGE_TOO_LARGE): rows are parked and the relay no longer picks them; other rows keep flowing', async () => {
     await clearOutbox();
     const big = msg(1);
     const ok = msg(2);
@@ -383,7 +383,7 @@ describe('(e) publish failures', () => {
     const publisher = new RecordingPublisher({
       failWith: (call) =>
         call.messages.some((m) => m.id === big.id)
-          ? new PublishError('message too large for the broker', { code: 'PAYLOAD_TOO_LARGE', retryable: false, failedIds: [big.id] })
+          ? new PublishError('message too large for the broker', { code: 'MESSAGE_TOO_LARGE', retryable: false, failedIds: [big.id] })
           : undefined,
     });
     const r = relay(publisher, { retryDelayMs: 10 });

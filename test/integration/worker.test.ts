@@ -44,7 +44,7 @@ import type { OutgoingMessage, Transport } from '../../src/transport/contract.js
 import type { DeadLetterRecord } from '../../src/dead-letters/recorder.js';
 import type { SagaflowModule } from '../../src/module.js';
 import { defineParticipant, reply, type ParticipantDefinition } from '../../src/participant/definition.js';
-import { createWorker, type Role, type TransitionEvent, type Worker, type WorkerOptions } from '../../src/worker/worker.js';
+import { createWorker, type Role, type SagaChange, type Worker, type WorkerOptions } from '../../src/worker/worker.js';
 import { captureLogger } from '../helpers/capture-logger.js';
 import { createTestDb, uniqueName, type TestDb } from '../helpers/db.js';
 import { RedeliveringTransport } from '../helpers/redelivering-transport.js';
@@ -89,7 +89,7 @@ afterAll(async () => {
 interface Running {
   readonly worker: Worker;
   readonly transport: Transport;
-  readonly transitions: TransitionEvent[];
+  readonly transitions: SagaChange[];
   readonly deadLetters: DeadLetterRecord[];
   readonly log: ReturnType<typeof captureLogger>;
   handled: number;
@@ -232,7 +232,7 @@ async function effectsOf(orderIds: readonly string[]): Promise<Map<string, strin
 }
 
 /** Waits until the transition events of every saga caught up with its row (events follow COMMIT). */
-async function eventsFor(all: readonly TransitionEvent[], sagas: readonly SagaRow[]): Promise<Map<string, number[]>> {
+async function eventsFor(all: readonly SagaChange[], sagas: readonly SagaRow[]): Promise<Map<string, number[]>> {
   const versions = () => {
     const m = new Map<string, number[]>(sagas.map((s) => [s.id, []]));
     for (const e of all) m.get(e.sagaId)?.push(e.version);

@@ -2,15 +2,14 @@
 import fc from 'fast-check';
 import { v5 } from 'uuid';
 import { describe, expect, it } from 'vitest';
-import { uuidNamespace, uuidV5 } from '../../src/ids.js';
-import { SAGAFLOW_NAMESPACE } from '../../src/saga/engine.js';
+import { DERIVED_ID_NAMESPACE, uuidNamespace, uuidV5 } from '../../src/ids.js';
 import { seededRandom } from '../helpers/seed.js';
 
 describe('uuidV5', () => {
-  const ns = uuidNamespace(SAGAFLOW_NAMESPACE);
+  const ns = uuidNamespace(DERIVED_ID_NAMESPACE);
   const { seed } = seededRandom('uuid v5');
   it('matches the uuid package for any name', () => {
-    fc.assert(fc.property(fc.string({ unit: 'grapheme', maxLength: 200 }), (name) => uuidV5(name, ns) === v5(name, SAGAFLOW_NAMESPACE)), {
+    fc.assert(fc.property(fc.string({ unit: 'grapheme', maxLength: 200 }), (name) => uuidV5(name, ns) === v5(name, DERIVED_ID_NAMESPACE)), {
       seed,
       numRuns: 2000,
     });

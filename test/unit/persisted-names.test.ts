@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import orderModule from '../../examples/order/index.js';
 import { DEAD_LETTER_CONSUMER, DEAD_LETTER_TOPIC, H } from '../../src/transport/contract.js';
-import { SAGAFLOW_NAMESPACE } from '../../src/saga/engine.js';
+import { DERIVED_ID_NAMESPACE } from '../../src/ids.js';
 import { STEP_HEADERS } from '../../src/saga/state.js';
 
 describe('persisted names', () => {
@@ -72,10 +72,11 @@ describe('persisted names', () => {
   });
 
   it('the wire-level constants never change (ids are derived from the namespace)', () => {
-    expect({ DEAD_LETTER_TOPIC, DEAD_LETTER_CONSUMER, SAGAFLOW_NAMESPACE, H, STEP_HEADERS }).toMatchInlineSnapshot(`
+    expect({ DEAD_LETTER_TOPIC, DEAD_LETTER_CONSUMER, DERIVED_ID_NAMESPACE, H, STEP_HEADERS }).toMatchInlineSnapshot(`
       {
         "DEAD_LETTER_CONSUMER": "sagaflow.dead-letter-recorder",
         "DEAD_LETTER_TOPIC": "sagaflow.dead-letters",
+        "DERIVED_ID_NAMESPACE": "6f1c3b9e-2d4a-5e8f-9b0c-7a1d2e3f4a5b",
         "H": {
           "attempt": "x-sagaflow-attempt",
           "consumer": "x-sagaflow-consumer",
@@ -88,7 +89,6 @@ describe('persisted names', () => {
           "reason": "x-sagaflow-reason",
           "type": "x-sagaflow-type",
         },
-        "SAGAFLOW_NAMESPACE": "6f1c3b9e-2d4a-5e8f-9b0c-7a1d2e3f4a5b",
         "STEP_HEADERS": {
           "attempt": "sagaflow-attempt",
           "phase": "sagaflow-phase",

@@ -3,6 +3,7 @@ import { UsageError } from '../../errors.js';
 import { AuditLog } from '../../ops/audit.js';
 import { DeadLetterOperations, type DeadLetterStatus } from '../../ops/dead-letter-ops.js';
 import { SagaOperations, type ActionResult, type BulkResult, type Plan } from '../../ops/saga-ops.js';
+import { transitionSettings } from '../../transaction/transitions.js';
 import type { CliContext } from '../context.js';
 import { printJson, table } from '../format.js';
 import { loadModule } from '../module-loader.js';
@@ -27,7 +28,7 @@ async function sagaOps(ctx: CliContext, modulePath: string): Promise<SagaOperati
     db: ctx.db(),
     schema: ctx.config.schema,
     sagas: mod.sagas ?? [],
-    transitions: { eventsTopic: ctx.config.eventsTopic, events: ctx.config.events, decide: { random: Math.random } },
+    transitions: transitionSettings(ctx.config),
     logger: ctx.logger,
   });
 }

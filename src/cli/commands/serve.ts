@@ -1,6 +1,7 @@
 import { assertSchemaCurrent } from '../../db/migrate.js';
 import { UsageError } from '../../errors.js';
 import { buildAdminServer } from '../../http/server.js';
+import { transitionSettings } from '../../transaction/transitions.js';
 import type { CliContext } from '../context.js';
 import { loadModule } from '../module-loader.js';
 
@@ -24,7 +25,7 @@ export async function serveCommand(ctx: CliContext, opts: { module: string; host
     sagas: mod.sagas ?? [],
     tokens: config.adminTokens,
     logger,
-    transitions: { eventsTopic: config.eventsTopic, events: config.events, decide: { random: Math.random } },
+    transitions: transitionSettings(config),
   });
   if (!LOOPBACK.has(host)) {
     logger.warn({ host }, 'admin API listens beyond loopback over plain HTTP: put a TLS-terminating proxy in front of it');

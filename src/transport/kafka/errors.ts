@@ -1,11 +1,11 @@
+import type { PublishErrorCode } from '../contract.js';
 /**
  * What a failed kafkajs produce means for the caller. kafkajs wraps the broker's error in retry
  * errors (`KafkaJSNumberOfRetriesExceeded`, `KafkaJSNonRetriableError`) with the original in
  * `cause`; the broker's error code is the `type` of the innermost KafkaJSProtocolError.
  */
 export interface ProduceFailure {
-  /** PublishError code. */
-  readonly code: string;
+  readonly code: PublishErrorCode;
   readonly retryable: boolean;
   readonly message: string;
 }

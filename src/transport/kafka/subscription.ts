@@ -6,10 +6,10 @@ import {
   DEAD_LETTER_CONSUMER,
   DEAD_LETTER_TOPIC,
   deadLetterHeaders,
-  retryDelayMs,
+  redeliveryDelayMs,
   type Delivery,
   type Handler,
-  type RetryPolicy,
+  type RedeliveryPolicy,
   type Subscription,
 } from '../contract.js';
 import type { KafkaAdmin } from './admin.js';
@@ -121,7 +121,7 @@ export class KafkaSubscription implements Subscription {
     readonly topics: readonly string[],
     readonly consumer: string,
     readonly handler: Handler,
-    readonly retry: RetryPolicy,
+    readonly retry: RedeliveryPolicy,
   ) {
     this.#d = deps;
     this.#s = deps.settings;
@@ -464,7 +464,7 @@ export class KafkaSubscription implements Subscription {
       }
       return this.#toDeadLetters(d, reason, error);
     }
-    return this.#toRetry(d, next, retryDelayMs(this.retry, d.attempt));
+    return this.#toRetry(d, next, redeliveryDelayMs(this.retry, d.attempt));
   }
 
   async #toRetry(d: Delivery, attempt: number, delayMs: number): Promise<boolean> {

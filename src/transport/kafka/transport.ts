@@ -10,7 +10,7 @@ import { KafkaSubscription, type KafkaSubscriptionStats, type SubscriptionSettin
 import {
   DEAD_LETTER_CONSUMER,
   DEAD_LETTER_TOPIC,
-  DEFAULT_RETRY_POLICY,
+  DEFAULT_REDELIVERY,
   PublishError,
   standardHeaders,
   type OutgoingMessage,
@@ -318,7 +318,7 @@ export async function createKafkaTransport(opts: KafkaTransportOptions): Promise
         topics,
         consumer,
         handler,
-        subOpts?.retry ?? DEFAULT_RETRY_POLICY,
+        subOpts?.retry ?? DEFAULT_REDELIVERY,
       );
       for (const t of topics) routes.add(t);
       subscriptions.add(sub);
@@ -349,7 +349,7 @@ export async function createKafkaTransport(opts: KafkaTransportOptions): Promise
       if (!set) consumers.set(c.consumer, (set = new Set()));
       for (const t of c.topics) set.add(t);
     }
-    const tiers = [...new Set(DEFAULT_RETRY_POLICY.delaysMs)];
+    const tiers = [...new Set(DEFAULT_REDELIVERY.delaysMs)];
     const logicalTopics = new Set<string>([DEAD_LETTER_TOPIC, ...topology.topics.map((t) => t.name)]);
     for (const set of consumers.values()) for (const t of set) logicalTopics.add(t);
     const groupTopics = new Map<string, string[]>();

@@ -1,7 +1,7 @@
 import type { Channel, ConfirmChannel, Message, Options } from 'amqplib';
-import { errorMessage, type ReasonCode } from '../../errors.js';
+import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { PublishError } from '../contract.js';
+import { PublishError, type PublishErrorCode } from '../contract.js';
 import type { ConnectionManager } from './connection.js';
 
 /** A message as it goes on the wire: exchange and AMQP properties already decided. */
@@ -15,7 +15,7 @@ export interface RawMessage {
 }
 
 interface Failure {
-  readonly code: ReasonCode;
+  readonly code: PublishErrorCode;
   readonly retryable: boolean;
   readonly message: string;
 }

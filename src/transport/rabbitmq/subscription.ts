@@ -7,10 +7,10 @@ import {
   H,
   PublishError,
   deadLetterHeaders,
-  retryDelayMs,
+  redeliveryDelayMs,
   type Delivery,
   type Handler,
-  type RetryPolicy,
+  type RedeliveryPolicy,
   type Subscription,
 } from '../contract.js';
 import { ChannelAcks } from './acks.js';
@@ -66,7 +66,7 @@ export class RabbitSubscription implements Subscription {
     readonly consumer: string,
     readonly handler: Handler,
     readonly prefetch: number,
-    readonly retry: RetryPolicy,
+    readonly retry: RedeliveryPolicy,
   ) {
     this.#d = deps;
     this.#queue = deps.names.queue(consumer);
@@ -272,7 +272,7 @@ export class RabbitSubscription implements Subscription {
       options = republishOptions(d, deadLetterHeaders(d, this.consumer, reason, error));
       what = `dead letter (${reason})`;
     } else {
-      const delay = retryDelayMs(this.retry, d.attempt);
+      const delay = redeliveryDelayMs(this.retry, d.attempt);
       exchange = '';
       routingKey = names.retryQueue(this.consumer, delay);
       const counter = this.#isDlq ? RECORDER_ATTEMPT_HEADER : H.attempt;

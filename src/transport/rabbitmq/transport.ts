@@ -7,7 +7,7 @@ import { ConfirmPublisher, type RawMessage } from './publisher.js';
 import { RabbitSubscription } from './subscription.js';
 import { TopologyRegistry, type QueueType } from './topology.js';
 import {
-  DEFAULT_RETRY_POLICY,
+  DEFAULT_REDELIVERY,
   PublishError,
   standardHeaders,
   type OutgoingMessage,
@@ -154,7 +154,7 @@ export async function createRabbitMqTransport(opts: RabbitMqTransportOptions): P
         consumer,
         handler,
         subOpts?.prefetch ?? defaultPrefetch,
-        subOpts?.retry ?? DEFAULT_RETRY_POLICY,
+        subOpts?.retry ?? DEFAULT_REDELIVERY,
       );
       await s.start();
       subscriptions.add(s);
