@@ -179,7 +179,8 @@ function pomXml(version: string): string {
 `;
 }
 
-async function runMaven(args: string[], cwd: string): Promise<void> {
+/** Runs Maven quietly in `cwd`; on failure throws with the tail of its output. `what` names the download. */
+export async function runMaven(args: string[], cwd: string, what = 'the Kafka broker jars'): Promise<void> {
   const mvn = process.env.SAGAFLOW_MVN || 'mvn';
   // -B: no interactive progress; -q: only errors; colour off so error messages are readable.
   const fullArgs = ['-B', '-q', '-Dstyle.color=never', ...args];
@@ -199,12 +200,12 @@ async function runMaven(args: string[], cwd: string): Promise<void> {
   if (spawnError) {
     throw new Error(
       `Cannot run Maven ('${mvn}'): ${spawnError.message}. Install Maven 3 (apt-get install maven) ` +
-        `or set SAGAFLOW_MVN to its path; it is needed once to download the Kafka broker jars.`,
+        `or set SAGAFLOW_MVN to its path; it is needed once to download ${what}.`,
     );
   }
   if (code !== 0) {
     throw new Error(
-      `Maven failed (exit ${code}) while downloading the Kafka broker jars: ${mvn} ${fullArgs.join(' ')}\n` +
+      `Maven failed (exit ${code}) while downloading ${what}: ${mvn} ${fullArgs.join(' ')}\n` +
         `in ${cwd}\n--- Maven output (tail) ---\n${tail(output, 40)}`,
     );
   }
@@ -585,7 +586,7 @@ let setprivChecked: boolean | undefined;
  * stays the JVM's. Note that the "parent" is the spawning *thread*: spawning from a worker_thread ties
  * the JVM to that thread's life.
  */
-function hasSetpriv(): boolean {
+export function hasSetpriv(): boolean {
   if (setprivChecked === undefined) {
     if (process.platform !== 'linux') setprivChecked = false;
     else {
@@ -622,17 +623,24 @@ export function isKafkaProcess(pid: number, dataDir?: string): boolean {
   }
 }
 
-/** SIGTERM `pid`, wait up to `timeoutMs`, then SIGKILL. For a JVM that is not our child (CLI stop). */
-export async function stopProcess(pid: number, timeoutMs = 30_000): Promise<void> {
+/**
+ * SIGTERM `pid`, wait up to `timeoutMs`, then SIGKILL. For a server that is not our child (CLI stop);
+ * `isStill` tells whether the pid is still that server (default: a Kafka JVM).
+ */
+export async function stopProcess(
+  pid: number,
+  timeoutMs = 30_000,
+  isStill: (pid: number) => boolean = isKafkaProcess,
+): Promise<void> {
   if (!signal(pid, 'SIGTERM')) return;
   const deadline = Date.now() + timeoutMs;
   for (let wait = 25; Date.now() < deadline; wait = Math.min(wait * 2, 250)) {
-    if (!isKafkaProcess(pid)) return;
+    if (!isStill(pid)) return;
     await delay(wait);
   }
   signal(pid, 'SIGKILL');
   const killDeadline = Date.now() + 10_000;
-  while (isKafkaProcess(pid) && Date.now() < killDeadline) await delay(50);
+  while (isStill(pid) && Date.now() < killDeadline) await delay(50);
 }
 
 function signal(pid: number, sig: NodeJS.Signals): boolean {
@@ -919,7 +927,7 @@ function tail(text: string, lines: number): string {
   return all.slice(-lines).join('\n');
 }
 
-function tailFile(file: string, lines: number): string {
+export function tailFile(file: string, lines: number): string {
   try {
     return tail(readFileSync(file, 'utf8'), lines);
   } catch {

@@ -14,9 +14,10 @@
  * The broker's pid, ports and data dir are kept in a state file, `~/.cache/sagaflow/kafka-run/state.json`
  * (env SAGAFLOW_KAFKA_STATE names another file), so start is idempotent and stop finds the JVM.
  */
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { positiveInt, readJsonFile, runCli, writeJsonFileAtomic } from '../cli-support.js';
 import {
   isKafkaProcess,
   sagaflowCacheRoot,
@@ -47,19 +48,11 @@ function info(message: string): void {
 }
 
 function readState(): State | undefined {
-  try {
-    return JSON.parse(readFileSync(stateFile, 'utf8')) as State;
-  } catch {
-    return undefined;
-  }
+  return readJsonFile<State>(stateFile);
 }
 
 function writeState(state: State): void {
-  mkdirSync(dirname(stateFile), { recursive: true });
-  // Write then rename: a reader never sees half a file.
-  const tmp = `${stateFile}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(state, null, 2) + '\n');
-  renameSync(tmp, stateFile);
+  writeJsonFileAtomic(stateFile, state);
 }
 
 function isRunning(state: State): boolean {
@@ -72,12 +65,6 @@ function cleanupStale(state: State): void {
   rmSync(stateFile, { force: true });
 }
 
-function positiveInt(name: string, value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} needs a positive integer, got '${value}'`);
-  return n;
-}
 
 async function start(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -218,12 +205,4 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    info(err instanceof Error ? err.message : String(err));
-    process.exitCode = 1;
-  },
-);
+runCli(main, info);
