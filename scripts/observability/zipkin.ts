@@ -8,9 +8,10 @@
  *  2. Spring Boot's own jar mode extracts it (`-Djarmode=tools extract`): a plain jar plus lib/,
  *     the layout a class-data-sharing archive needs (classes in nested jars cannot be archived);
  *  3. per JVM build, a training start (`-XX:ArchiveClassesAtExit`, leaving after the context is
- *     refreshed) writes a dynamic CDS archive. Starting with it took 7-8 s instead of 19-37 s on
- *     this 2-core machine under load. A JVM that does not match the archive just ignores it
- *     (-Xshare:auto, a warning in zipkin.log), and a failed training only costs the speed-up.
+ *     refreshed) writes a dynamic CDS archive. It roughly halves the start on this 2-core machine
+ *     (`cli.ts measure`, with and without in turn: 8-14 s against 15-25 s under a load of 20-27).
+ *     A JVM that does not match the archive just ignores it (-Xshare:auto, a warning in
+ *     zipkin.log), and a failed training only costs the speed-up.
  *
  * Zipkin's server takes spans in Zipkin's own formats only (JSON or proto3 on POST /api/v2/spans,
  * gRPC): it has no OTLP receiver, so OpenTelemetry talks to it through @opentelemetry/exporter-zipkin.
@@ -163,7 +164,7 @@ export async function ensureZipkinCdsArchive(jar: string, heapMb: number, log: (
   if (existsSync(archive)) return archive;
   return withLock(`${archive}.lock`, 10 * 60_000, log, async () => {
     if (existsSync(archive)) return archive;
-    log(`Training a class-data-sharing archive for this JVM (once, ~20-40 s) ...`);
+    log(`Training a class-data-sharing archive for this JVM (once, about a minute) ...`);
     const started = Date.now();
     // Written under another name and renamed: a killed training leaves no half archive behind.
     const partial = `${archive}.partial`;
@@ -191,6 +192,11 @@ export interface ZipkinOptions extends LocalServerOptions {
   heapMb?: number;
   /** In-memory storage bound (MEM_MAX_SPANS); the oldest traces are dropped beyond it. Default 50 000. */
   maxSpans?: number;
+  /**
+   * Start with the class-data-sharing archive (trained first if missing). Default: true unless env
+   * SAGAFLOW_ZIPKIN_CDS=off (to measure it, or should a JVM misbehave with it).
+   */
+  useCds?: boolean;
   // readyTimeoutMs: default 120 000 ms (a cold JVM on a busy 2-core machine), download excluded.
 }
 
@@ -234,8 +240,8 @@ export async function startZipkin(options: ZipkinOptions = {}): Promise<ZipkinSe
   const version = options.version ?? zipkinVersion();
   const heapMb = options.heapMb ?? ZIPKIN_HEAP_MB;
   const jar = await ensureZipkinJar(version, log);
-  // SAGAFLOW_ZIPKIN_CDS=off: start without the archive (to measure it, or should a JVM misbehave with it).
-  const cds = process.env.SAGAFLOW_ZIPKIN_CDS === 'off' ? undefined : await ensureZipkinCdsArchive(jar, heapMb, log);
+  const useCds = options.useCds ?? process.env.SAGAFLOW_ZIPKIN_CDS !== 'off';
+  const cds = useCds ? await ensureZipkinCdsArchive(jar, heapMb, log) : undefined;
 
   const base = await launchLocalServer(options, {
     name: `Zipkin ${version}`,
