@@ -97,12 +97,27 @@ async function start(args: string[]): Promise<number> {
         info(`${backend} already running (pid ${existing.pid}); stop it first to change its targets`);
         continue;
       }
-      if (existing) rm(existing.dataDir, { recursive: true, force: true }).catch(() => {});
-      const common = { detached: true, log: info };
-      const server =
-        backend === 'prometheus'
-          ? await startPrometheus({ ...common, scrapeJobs: [...jobs.values()], scrapeIntervalMs: positiveInt('scrape-interval-ms', values['scrape-interval-ms']) })
-          : await startZipkin(common);
+      if (existing) await rm(existing.dataDir, { recursive: true, force: true });
+      // Ctrl-C while waiting for readiness must not leave a detached server behind that no state file knows.
+      let spawned: number | undefined;
+      const abort = (signal: NodeJS.Signals): void => {
+        try {
+          if (spawned !== undefined) process.kill(spawned, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+        process.exit(signal === 'SIGINT' ? 130 : 143);
+      };
+      process.once('SIGINT', abort);
+      process.once('SIGTERM', abort);
+      const common = { detached: true, log: info, onSpawn: (pid: number) => (spawned = pid) };
+      const server = await (backend === 'prometheus'
+        ? startPrometheus({ ...common, scrapeJobs: [...jobs.values()], scrapeIntervalMs: positiveInt('scrape-interval-ms', values['scrape-interval-ms']) })
+        : startZipkin(common)
+      ).finally(() => {
+        process.removeListener('SIGINT', abort);
+        process.removeListener('SIGTERM', abort);
+      });
       state[backend] = { pid: server.pid, url: server.url, dataDir: server.dataDir, logFile: server.logFile, startedAt: new Date().toISOString() };
       writeState(state);
     }
