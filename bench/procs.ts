@@ -18,6 +18,9 @@ export class BenchWorker {
   stats: WorkerStats | undefined;
   #exit: Promise<number | null> | undefined;
   #stderr = '';
+  /** Called with every complete line the worker writes to stderr (its log). */
+  onLogLine: ((line: string) => void) | undefined;
+  #partial = '';
 
   constructor(
     readonly role: 'all' | 'orchestrator' | 'participants',
@@ -35,7 +38,14 @@ export class BenchWorker {
     });
     this.child = child;
     this.stats = undefined;
-    child.stderr!.on('data', (c: Buffer) => (this.#stderr = (this.#stderr + c.toString()).slice(-20_000)));
+    child.stderr!.on('data', (c: Buffer) => {
+      const text = c.toString();
+      this.#stderr = (this.#stderr + text).slice(-20_000);
+      if (!this.onLogLine) return;
+      const lines = (this.#partial + text).split('\n');
+      this.#partial = lines.pop()!;
+      for (const line of lines) this.onLogLine(line);
+    });
     this.#exit = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
     let out = '';
     await new Promise<void>((resolve, reject) => {
@@ -67,6 +77,13 @@ export class BenchWorker {
   async stop(): Promise<void> {
     if (!this.child || this.child.exitCode !== null) return;
     this.child.kill('SIGTERM');
+    await this.#exit;
+  }
+
+  /** SIGKILL: a crash, no draining and no leaving the consumer groups. */
+  async kill(): Promise<void> {
+    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.child.kill('SIGKILL');
     await this.#exit;
   }
 
