@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { UsageError } from './errors.js';
+import { groupTiming, type GroupTiming } from './transport/kafka/group-timing.js';
 
 /**
  * The one reader of process.env: every setting is parsed and checked here, once, at the
@@ -46,6 +47,10 @@ export const envSchema = z.object({
   SAGAFLOW_IDLE_POLL_MS: int(0, 86_400_000).default(300_000),
   SAGAFLOW_RABBITMQ_QUEUE_TYPE: z.enum(['classic', 'quorum']).default('quorum'),
   SAGAFLOW_KAFKA_PARTITIONS: int(1, 1000).default(6),
+  /** Consumer-group timing; unset = the defaults of src/transport/kafka/group-timing.ts (6 s, 1 s, 10 s). */
+  SAGAFLOW_KAFKA_SESSION_TIMEOUT_MS: int(1_000, 1_800_000).optional(),
+  SAGAFLOW_KAFKA_HEARTBEAT_MS: int(100, 600_000).optional(),
+  SAGAFLOW_KAFKA_REBALANCE_TIMEOUT_MS: int(1_000, 1_800_000).optional(),
   /** Admin API tokens: `name:token:role` entries separated by commas; role is `admin` or `read`. */
   SAGAFLOW_ADMIN_TOKENS: z.string().default(''),
   SAGAFLOW_ADMIN_HOST: z.string().default('127.0.0.1'),
@@ -97,6 +102,7 @@ function toConfig(e: Env) {
     idlePollMs: e.SAGAFLOW_IDLE_POLL_MS,
     rabbitQueueType: e.SAGAFLOW_RABBITMQ_QUEUE_TYPE,
     kafkaPartitions: e.SAGAFLOW_KAFKA_PARTITIONS,
+    kafkaGroup: kafkaGroupTiming(e),
     adminTokens: parseAdminTokens(e.SAGAFLOW_ADMIN_TOKENS),
     adminHost: e.SAGAFLOW_ADMIN_HOST,
     adminPort: e.SAGAFLOW_ADMIN_PORT,
@@ -124,6 +130,18 @@ function deepFreeze<T>(o: T): DeepReadonly<T> {
     Object.freeze(o);
   }
   return o as DeepReadonly<T>;
+}
+
+function kafkaGroupTiming(e: Env): GroupTiming {
+  try {
+    return groupTiming({
+      sessionTimeoutMs: e.SAGAFLOW_KAFKA_SESSION_TIMEOUT_MS,
+      heartbeatIntervalMs: e.SAGAFLOW_KAFKA_HEARTBEAT_MS,
+      rebalanceTimeoutMs: e.SAGAFLOW_KAFKA_REBALANCE_TIMEOUT_MS,
+    });
+  } catch (err) {
+    throw new UsageError(`invalid configuration: SAGAFLOW_KAFKA_HEARTBEAT_MS / SAGAFLOW_KAFKA_SESSION_TIMEOUT_MS: ${(err as Error).message}`, 'CONFIG_INVALID');
+  }
 }
 
 function pickDefined(o: Readonly<Record<string, unknown>>): Record<string, unknown> {

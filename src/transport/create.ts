@@ -34,6 +34,7 @@ async function connect(config: Config, logger: Logger, overrides: { clientId?: s
         brokers: config.kafkaBrokers,
         namespace: config.namespace,
         partitions: config.kafkaPartitions,
+        ...config.kafkaGroup,
         clientId: overrides.clientId ?? 'sagaflow',
         logger,
       });

@@ -42,6 +42,7 @@ export interface SubscriptionSettings {
   readonly maxInFlightPerPartition: number;
   readonly sessionTimeoutMs: number;
   readonly heartbeatIntervalMs: number;
+  readonly rebalanceTimeoutMs: number;
   readonly maxWaitTimeMs: number;
   readonly commitIntervalMs: number;
   readonly maxConsumerRecreates: number;
@@ -182,6 +183,7 @@ export class KafkaSubscription implements Subscription {
       allowAutoTopicCreation: false,
       sessionTimeout: this.#s.sessionTimeoutMs,
       heartbeatInterval: this.#s.heartbeatIntervalMs,
+      rebalanceTimeout: this.#s.rebalanceTimeoutMs,
       // The time a fetch waits for data: also how late a resumed partition is fetched again and
       // how long stop() waits for the fetch loop.
       maxWaitTimeInMs: this.#s.maxWaitTimeMs,

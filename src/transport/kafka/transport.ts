@@ -4,6 +4,7 @@ import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { KafkaAdmin } from './admin.js';
 import { classifyProduceError, type ProduceFailure } from './errors.js';
+import { groupTiming } from './group-timing.js';
 import { kafkaLogCreator, kafkaLogLevel } from './log.js';
 import { KafkaNames } from './names.js';
 import { KafkaSubscription, type KafkaSubscriptionStats, type SubscriptionSettings } from './subscription.js';
@@ -32,10 +33,12 @@ export interface KafkaTransportOptions {
   readonly replicationFactor?: number;
   readonly clientId: string;
   readonly logger: Logger;
-  /** Consumer group session timeout. Default 30,000. */
+  /** Consumer group session timeout: how soon a crashed member's partitions move. Default 6,000 (kafka/group-timing.ts). */
   readonly sessionTimeoutMs?: number;
-  /** Consumer heartbeat interval. Default min(1,000, sessionTimeoutMs / 3). */
+  /** Consumer heartbeat interval; must be below the session timeout. Default min(1,000, sessionTimeoutMs / 3). */
   readonly heartbeatIntervalMs?: number;
+  /** How long a rebalance waits for members to rejoin before dropping them. Default 10,000. */
+  readonly rebalanceTimeoutMs?: number;
   /** Request timeout of every Kafka request. Default 30,000. */
   readonly requestTimeoutMs?: number;
   /** TCP connect timeout. Default 3,000. */
@@ -102,18 +105,21 @@ export async function createKafkaTransport(opts: KafkaTransportOptions): Promise
   const logger = opts.logger.child({ component: 'kafka' });
   const names = new KafkaNames(opts.namespace ?? '');
   const partitions = opts.partitions ?? 6;
-  const sessionTimeoutMs = opts.sessionTimeoutMs ?? 30_000;
+  const timing = groupTiming({
+    sessionTimeoutMs: opts.sessionTimeoutMs,
+    heartbeatIntervalMs: opts.heartbeatIntervalMs,
+    rebalanceTimeoutMs: opts.rebalanceTimeoutMs,
+  });
   const requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
   const maxBatchBytes = opts.maxBatchBytes ?? 512 * 1024;
   const defaultPrefetch = opts.prefetch ?? 256;
   const settings: Omit<SubscriptionSettings, 'prefetch'> = {
     maxInFlightPerPartition: opts.maxInFlightPerPartition ?? 1_000,
-    sessionTimeoutMs,
-    heartbeatIntervalMs: opts.heartbeatIntervalMs ?? Math.max(100, Math.min(1_000, Math.floor(sessionTimeoutMs / 3))),
+    ...timing,
     maxWaitTimeMs: opts.maxWaitTimeMs ?? 500,
     commitIntervalMs: opts.commitIntervalMs ?? 100,
     maxConsumerRecreates: opts.maxConsumerRecreates ?? 5,
-    joinTimeoutMs: Math.max(60_000, 2 * sessionTimeoutMs),
+    joinTimeoutMs: Math.max(60_000, 2 * timing.sessionTimeoutMs),
     consumerRetry: { retries: 8, initialRetryTime: 200, maxRetryTime: 5_000, ...opts.consumerRetry },
     ...(opts.restartOnFailure ? { restartOnFailure: opts.restartOnFailure } : {}),
   };
