@@ -10,10 +10,13 @@
  * - K3 / D7: a second consumer joins and leaves the group mid-stream: every record handled, lag 0;
  * - K1: broker kill -9 and restart mid-stream: producer and consumer recover, nothing lost;
  * - K7: a record above the broker's message.max.bytes fails alone, retryable: false;
- * - D10: a consumer kafkajs does not restart is re-created, and 'fatal' is emitted when that fails.
+ * - D10: a consumer kafkajs does not restart is re-created, and 'fatal' is emitted when that fails;
+ * - recovery bound: a member process killed with SIGKILL (restarted or not) leaves its partitions
+ *   unhandled for less than 10 s with the default consumer-group timing (the session had to expire).
  *
  * Nothing sleeps to wait for a condition: waitFor / nextEvent with generous, bounded deadlines.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Kafka, Partitioners, logLevel, type Admin } from 'kafkajs';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -51,7 +54,6 @@ async function transport(opts: Partial<KafkaTransportOptions> = {}): Promise<Kaf
     partitions: 3,
     clientId: 'kafka-faults',
     logger: logger(),
-    sessionTimeoutMs: 10_000,
     ...opts,
   });
   open.push(t);
@@ -135,6 +137,69 @@ class Recorder {
   }
   callsOf(id: string): { id: string; attempt: number; at: number }[] {
     return this.calls.filter((c) => c.id === id);
+  }
+}
+
+interface Handling {
+  readonly id: string;
+  readonly partition: number;
+  readonly at: number;
+  readonly by: string;
+}
+
+/** A group member in its own process (test/helpers/kafka-member.ts), to be killed with SIGKILL. */
+class MemberProcess {
+  #child: ChildProcess | undefined;
+  #exit: Promise<unknown> | undefined;
+
+  constructor(
+    readonly name: string,
+    readonly vars: Record<string, string>,
+    readonly onHandled: (id: string, key: string, at: number) => void,
+  ) {}
+
+  async start(timeoutMs = 60_000): Promise<void> {
+    const child = spawn(process.execPath, ['--import', 'tsx', new URL('../helpers/kafka-member.ts', import.meta.url).pathname], {
+      env: { ...process.env, ...this.vars },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.#child = child;
+    // 'close': the process exited AND its stdout was read to the end (no report is lost).
+    this.#exit = new Promise((r) => child.once('close', r));
+    let stderr = '';
+    child.stderr!.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
+    let buf = '';
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.name} not ready within ${timeoutMs} ms: ${stderr}`)), timeoutMs);
+      child.once('exit', (code) => reject(new Error(`${this.name} exited with ${code}: ${stderr}`)));
+      child.stdout!.on('data', (c: Buffer) => {
+        const lines = (buf + c.toString()).split('\n');
+        buf = lines.pop()!;
+        for (const line of lines) {
+          const m = JSON.parse(line) as { ready?: boolean; handled?: [string, string, number][] };
+          if (m.ready) {
+            clearTimeout(timer);
+            resolve();
+          }
+          for (const [id, key, at] of m.handled ?? []) this.onHandled(id, key, at);
+        }
+      });
+    });
+  }
+
+  /** kill -9: no LeaveGroup, no commit; resolves once the process is gone. */
+  async kill(): Promise<void> {
+    this.#child?.kill('SIGKILL');
+    await this.#exit;
+  }
+
+  async stop(): Promise<void> {
+    const c = this.#child;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    c.kill('SIGTERM');
+    const timer = setTimeout(() => c.kill('SIGKILL'), 30_000);
+    await this.#exit;
+    clearTimeout(timer);
   }
 }
 
@@ -390,6 +455,77 @@ describe.skipIf(skip)('kafka transport faults (own broker)', () => {
         `${rec.calls.length - ids.length} redeliveries, ${t.stats().crashes} consumer crashes`,
     );
     expect(failedPublishes).toBeGreaterThan(0);
+  }, 240_000);
+
+  it('a member killed with SIGKILL: its partitions are handled again within 10 s, restarted or not (default group timing)', async () => {
+    const partitions = 6;
+    const namespace = `${fileNs}-${++nsCounter}.`;
+    // The survivor: default session, heartbeat and rebalance timeouts (nothing passed).
+    const t = await transport({ namespace, partitions });
+    const topic = 'crash';
+    const consumer = 'c';
+    await t.declare({ topics: [{ name: topic }], consumers: [{ consumer, topics: [topic] }] });
+    const keys = Array.from({ length: partitions }, (_, p) => keysOn(p, partitions, 1, `crash-${p}-`)[0]!);
+    const partitionOfKey = new Map(keys.map((k, p) => [k, p]));
+    const handled: Handling[] = [];
+    const publishedIds = new Set<string>();
+    const note = (by: string) => (id: string, key: string, at: number) => {
+      handled.push({ id, partition: partitionOfKey.get(key)!, at, by });
+    };
+    await t.subscriber.subscribe([topic], consumer, async (d) => note('survivor')(d.id ?? '?', d.key ?? '', Date.now()));
+    const vars = {
+      MEMBER_BROKERS: brokers.join(','),
+      MEMBER_NAMESPACE: namespace,
+      MEMBER_TOPIC: topic,
+      MEMBER_CONSUMER: consumer,
+      MEMBER_PARTITIONS: String(partitions),
+    };
+    // One record per partition every 100 ms, for as long as the test runs.
+    let producing = true;
+    let n = 0;
+    const producer = (async () => {
+      while (producing) {
+        const batch = keys.map((k) => msg(topic, `crash-${n++}`, k));
+        await publishReliably(t, batch, 60_000);
+        for (const m of batch) publishedIds.add(m.id);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    const partitionsOf = (by: string, from: number) => new Set(handled.filter((h) => h.by === by && h.at >= from).map((h) => h.partition));
+    /** Kill the member once it handles records; ms until each of its partitions was handled again. */
+    const crash = async (member: MemberProcess, restart: boolean) => {
+      const since = Date.now();
+      await waitFor(`${member.name} to hold partitions`, () => partitionsOf(member.name, since).size, (x) => x > 0, { timeoutMs: 60_000 });
+      const killAt = Date.now();
+      const dead = [...partitionsOf(member.name, killAt - 1_000)];
+      await member.kill();
+      if (restart) await member.start();
+      const firstAfter = () => dead.map((p) => handled.find((h) => h.partition === p && h.at > killAt)?.at);
+      const back = await waitFor(`partitions ${dead.join(',')} handled again`, firstAfter, (ats) => ats.every((x) => x !== undefined), { timeoutMs: 60_000 });
+      const recoveryMs = Math.max(...back.map((x) => x! - killAt));
+      const survivor = handled.filter((h) => h.by === 'survivor' && h.at >= killAt).map((h) => h.at);
+      const pauseMs = survivor.reduce((gap, at, i) => (i === 0 ? 0 : Math.max(gap, at - survivor[i - 1]!)), 0);
+      console.log(`[kafka-faults] kill -9 ${restart ? 'and restart ' : ''}of a member: its partitions ${dead.join(',')} handled again after ${recoveryMs} ms; the survivor's longest pause ${pauseMs} ms`);
+      return recoveryMs;
+    };
+    const first = new MemberProcess('member-1', vars, note('member-1'));
+    const second = new MemberProcess('member-2', vars, note('member-2'));
+    try {
+      await first.start();
+      // Not restarted: the survivor takes the partitions over once the dead member's session expired.
+      expect(await crash(first, false)).toBeLessThan(10_000);
+      // Restarted at once (a supervisor): the newcomer's join waits for the dead member's session too.
+      await second.start();
+      expect(await crash(second, true)).toBeLessThan(10_000);
+    } finally {
+      producing = false;
+      await producer;
+      await Promise.all([first.stop(), second.stop()]);
+    }
+    // At least once: every published record was handled by someone.
+    await waitFor('every record handled', () => [...publishedIds].filter((id) => !handled.some((h) => h.id === id)).length, (missing) => missing === 0, {
+      timeoutMs: 60_000,
+    });
   }, 240_000);
 
   it("re-creates a consumer kafkajs gives up on, and emits 'fatal' when that keeps failing (D10)", async () => {
