@@ -16,15 +16,38 @@ const csvInts = z
 /** Topic of domain events unless SAGAFLOW_EVENTS_TOPIC says otherwise. */
 export const DEFAULT_EVENTS_TOPIC = 'sagaflow.events';
 
+/**
+ * A URL with one of `schemes`; the message never quotes the value (it may hold a password).
+ * Postgres also takes a socket directory path (`/var/run/postgresql`), as node-postgres does.
+ */
+const url = (schemes: readonly string[], example: string, paths = false) =>
+  z.string().refine(
+    (s) => {
+      if (paths && s.startsWith('/')) return true;
+      try {
+        const u = new URL(s);
+        return schemes.includes(u.protocol.slice(0, -1)) && (u.hostname !== '' || paths);
+      } catch {
+        return false;
+      }
+    },
+    { message: `must be a ${schemes.map((x) => `${x}://`).join(' or ')} URL with a host, like ${example}` },
+  );
+
 export const envSchema = z.object({
-  DATABASE_URL: z.string().min(1).default('postgres://postgres@127.0.0.1:5432/postgres'),
+  DATABASE_URL: url(['postgres', 'postgresql', 'socket'], 'postgres://user:password@127.0.0.1:5432/database', true).default(
+    'postgres://postgres@127.0.0.1:5432/postgres',
+  ),
   SAGAFLOW_SCHEMA: z
     .string()
     .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'lower-case letters, digits and _')
     .default('sagaflow'),
   SAGAFLOW_TRANSPORT: z.enum(['memory', 'rabbitmq', 'kafka']).default('memory'),
-  AMQP_URL: z.string().min(1).default('amqp://guest:guest@127.0.0.1:5672'),
-  KAFKA_BROKERS: z.string().min(1).default('127.0.0.1:9092'),
+  AMQP_URL: url(['amqp', 'amqps'], 'amqp://user:password@127.0.0.1:5672').default('amqp://guest:guest@127.0.0.1:5672'),
+  KAFKA_BROKERS: z
+    .string()
+    .regex(/^\s*(\[[0-9a-fA-F:.]+\]|[^\s,:[\]]+):\d{1,5}\s*(,\s*(\[[0-9a-fA-F:.]+\]|[^\s,:[\]]+):\d{1,5}\s*)*$/, 'comma-separated host:port pairs, like 127.0.0.1:9092,10.0.0.2:9092')
+    .default('127.0.0.1:9092'),
   /** Prefix for every topic, queue and group name: isolates several deployments on one broker. */
   SAGAFLOW_NAMESPACE: z
     .string()

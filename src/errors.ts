@@ -96,6 +96,53 @@ export class DefinitionError extends SagaflowError {
   }
 }
 
+export type Dependency = 'Postgres' | 'RabbitMQ' | 'Kafka';
+
+/**
+ * A dependency cannot be reached or refuses the connection. Its message is the one line an operator
+ * needs: which component, at which address (password masked), why, and the setting to fix
+ * (`cannot connect to Postgres at postgres://app:***@db:5432/app: connection refused (ECONNREFUSED);
+ * check DATABASE_URL`). Not a message's fault: retried without charging an attempt.
+ */
+export class DependencyError extends SagaflowError {
+  constructor(
+    readonly dependency: Dependency,
+    readonly address: string,
+    readonly setting: string | undefined,
+    cause: unknown,
+  ) {
+    super('SYSTEMIC', `cannot connect to ${dependency} at ${address}: ${connectFailureText(cause)}${setting ? `; check ${setting}` : ''}`, {
+      retryable: true,
+      countsAsAttempt: false,
+      cause,
+    });
+  }
+}
+
+const CONNECT_CODES: Readonly<Record<string, string>> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset',
+  ENOTFOUND: 'host not found',
+  EAI_AGAIN: 'host name lookup failed',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  ETIMEDOUT: 'timed out',
+  ERR_INVALID_URL: 'not a valid URL',
+};
+
+/** Why a connection failed, in a few words: the innermost cause that has a code, else the innermost message. */
+export function connectFailureText(err: unknown): string {
+  let e: unknown = err;
+  for (let depth = 0; depth < 5; depth++) {
+    const code = (e as { code?: unknown } | null)?.code;
+    if (typeof code === 'string' && CONNECT_CODES[code]) return `${CONNECT_CODES[code]} (${code})`;
+    const cause = (e as { cause?: unknown } | null)?.cause;
+    if (cause === undefined || cause === null) break;
+    e = cause;
+  }
+  return errorMessage(e).split('\n')[0]!.slice(0, 300);
+}
+
 /** Thrown for a bad command line, a bad config or a bad operator request: shown as-is, no stack. */
 export class UsageError extends SagaflowError {
   constructor(message: string, code: ReasonCode = 'USAGE') {
@@ -130,6 +177,7 @@ const SYSTEMIC_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETI
 
 export function isSystemicDbError(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
+  if (err instanceof DependencyError) return true;
   const code = (err as { code?: unknown }).code;
   if (typeof code === 'string' && (SYSTEMIC_SQLSTATE.test(code) || SYSTEMIC_NODE_CODES.has(code))) return true;
   // node-postgres reports a lost connection with plain Errors and these messages.

@@ -20,7 +20,7 @@ export function createContext(overrides: { schema?: string; transport?: string }
   return {
     config,
     logger,
-    db: () => (db ??= createDb({ connectionString: config.databaseUrl, max: config.dbPool, logger, applicationName: appName })),
+    db: () => (db ??= createDb({ connectionString: config.databaseUrl, max: config.dbPool, logger, applicationName: appName, urlSetting: 'DATABASE_URL' })),
     async close() {
       await db?.close();
       logger.flush();

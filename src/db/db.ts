@@ -1,5 +1,6 @@
 import pg from 'pg';
-import type { Logger } from '../log.js';
+import { DependencyError } from '../errors.js';
+import { redactUrl, type Logger } from '../log.js';
 
 /** The one-method database port every store takes; a pool and a transaction client both fit it. */
 export interface Queryable {
@@ -14,6 +15,8 @@ export interface Db extends Queryable {
   transaction<T>(fn: (tx: Queryable) => Promise<T>, opts?: { isolation?: 'read committed' | 'repeatable read' | 'serializable' }): Promise<T>;
   /** A dedicated client for LISTEN (never returned to the pool while listening). */
   connectListener(): Promise<pg.Client>;
+  /** A pooled client for session-level work (advisory locks over several transactions); release it. */
+  connect(): Promise<pg.PoolClient>;
   close(): Promise<void>;
   readonly pool: pg.Pool;
 }
@@ -29,6 +32,17 @@ export interface DbOptions {
   readonly queryTimeoutMs?: number;
   readonly connectionTimeoutMs?: number;
   readonly logger?: Logger;
+  /** Where the connection string came from (`DATABASE_URL`): named in connection errors as the thing to fix. */
+  readonly urlSetting?: string;
+}
+
+/** Errors of establishing a connection (never of a query on an established one): they name Postgres. */
+const CONNECT_FAILURE_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ERR_INVALID_URL', '28P01', '28000', '3D000', '57P03', '53300']);
+
+function isConnectFailure(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && CONNECT_FAILURE_CODES.has(code)) return true;
+  return err instanceof Error && /timeout exceeded when trying to connect|connection timeout/i.test(err.message);
 }
 
 export function createDb(opts: DbOptions): Db {
@@ -44,6 +58,9 @@ export function createDb(opts: DbOptions): Db {
     idleTimeoutMillis: 30_000,
   };
   const pool = new pg.Pool(config);
+  // A bare "connect ECONNREFUSED 127.0.0.1:5999" or "Invalid URL" names neither Postgres nor the
+  // setting to fix; the DependencyError does (and stays systemic for the callers that classify it).
+  const explain = (err: unknown): unknown => (isConnectFailure(err) ? new DependencyError('Postgres', redactUrl(opts.connectionString), opts.urlSetting, err) : err);
   // An idle client whose connection dies is reported here; without a listener Node would crash
   // (node-postgres#1324). The pool drops the client and makes a new one on the next checkout.
   pool.on('error', (err) => opts.logger?.warn({ err: err.message }, 'idle database connection lost'));
@@ -51,8 +68,13 @@ export function createDb(opts: DbOptions): Db {
     client.on('error', (err) => opts.logger?.warn({ err: err.message }, 'database connection error'));
   });
 
+  const connect = (): Promise<pg.PoolClient> =>
+    pool.connect().catch((err: unknown) => {
+      throw explain(err);
+    });
+
   const transaction: Db['transaction'] = async (fn, txOpts) => {
-    const client = await pool.connect();
+    const client = await connect();
     let broken: unknown;
     try {
       await client.query(txOpts?.isolation ? `BEGIN ISOLATION LEVEL ${txOpts.isolation.toUpperCase()}` : 'BEGIN');
@@ -74,13 +96,21 @@ export function createDb(opts: DbOptions): Db {
 
   return {
     pool,
-    query: (text, values) => pool.query(text, values as unknown[]) as never,
+    query: (text, values) =>
+      pool.query(text, values as unknown[]).catch((err: unknown) => {
+        throw explain(err);
+      }) as never,
     transaction,
+    connect,
     connectListener: async () => {
-      const client = new pg.Client({ ...config, application_name: `${config.application_name}-listen` });
-      client.on('error', (err) => opts.logger?.warn({ err: err.message }, 'listener connection error'));
-      await client.connect();
-      return client;
+      try {
+        const client = new pg.Client({ ...config, application_name: `${config.application_name}-listen` });
+        client.on('error', (err) => opts.logger?.warn({ err: err.message }, 'listener connection error'));
+        await client.connect();
+        return client;
+      } catch (err) {
+        throw explain(err);
+      }
     },
     close: () => pool.end(),
   };

@@ -55,7 +55,7 @@ export interface MigrateResult {
 export async function migrate(db: Db, schema: string, opts: { logger?: Logger; migrations?: Migration[] } = {}): Promise<MigrateResult> {
   const q = quoteSchema(schema);
   const migrations = opts.migrations ?? loadMigrations();
-  const client = await db.pool.connect();
+  const client = await db.connect();
   let broken: Error | undefined;
   try {
     // A session lock, not a transaction lock: it must cover several transactions.

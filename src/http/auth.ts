@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import type { AdminToken } from '../config.js';
+import type { AuthFailureLimiter } from './auth-failures.js';
 import { HttpError } from './errors.js';
 import type { RateLimiter } from './rate-limit.js';
 
@@ -27,6 +28,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The authenticated caller; null on routes without authentication. */
     principal: Principal | null;
+    /** Refused for its credentials: the failed-authentication limiter logs it (per burst), nobody else. */
+    authFailed: boolean;
   }
   interface FastifyContextConfig {
     /** The least role a route needs. Routes that do not say need `admin` (fail closed). */
@@ -99,8 +102,15 @@ export interface AuthOptions {
   readonly verifier: TokenVerifier;
   /** Per-token request budget; checked after authentication, so it is keyed by the token's name. */
   readonly limiter?: RateLimiter | undefined;
+  /** Failed authentications per client address (see auth-failures.ts); checked before the token. */
+  readonly failures?: AuthFailureLimiter | undefined;
   /** Called (and awaited) when an authenticated caller is refused for its role: the audit trail. */
   readonly onForbidden?: ((request: FastifyRequest, principal: Principal, needed: Role) => Promise<void>) | undefined;
+}
+
+function retryIn(code: string, message: (seconds: number) => string, waitMs: number): HttpError {
+  const seconds = Math.max(1, Math.ceil(waitMs / 1000));
+  return new HttpError(429, code, message(seconds), undefined, { 'retry-after': String(seconds) });
 }
 
 /**
@@ -108,21 +118,34 @@ export interface AuthOptions {
  * caller gets its 401 without the server parsing anything it sent.
  */
 export function authHook(opts: AuthOptions): (request: FastifyRequest) => Promise<void> {
-  return async (request) => {
-    if (opts.verifier.size === 0) throw unauthorized('no admin tokens are configured (SAGAFLOW_ADMIN_TOKENS); the admin API refuses every request');
-    const principal = opts.verifier.verify(bearerToken(request));
-    if (!principal) {
-      request.log.warn({ ip: request.ip, route: request.routeOptions.url }, 'admin request with an unknown token');
-      throw unauthorized('invalid bearer token', true);
+  const failed = (request: FastifyRequest, err: HttpError): HttpError => {
+    const route = request.routeOptions.url;
+    if (opts.failures) {
+      request.authFailed = true;
+      opts.failures.fail(request.ip, request.log, { route, why: err.message });
+    } else {
+      request.log.warn({ ip: request.ip, route, why: err.message }, 'admin authentication failed');
     }
+    return err;
+  };
+  return async (request) => {
+    const blockedMs = opts.failures?.refuse(request.ip, request.log) ?? 0;
+    if (blockedMs > 0) {
+      request.authFailed = true;
+      throw retryIn('RATE_LIMITED', (s) => `too many failed authentications from this address; retry in ${s} s`, blockedMs);
+    }
+    if (opts.verifier.size === 0) throw failed(request, unauthorized('no admin tokens are configured (SAGAFLOW_ADMIN_TOKENS); the admin API refuses every request'));
+    let presented: string;
+    try {
+      presented = bearerToken(request);
+    } catch (err) {
+      throw err instanceof HttpError ? failed(request, err) : err;
+    }
+    const principal = opts.verifier.verify(presented);
+    if (!principal) throw failed(request, unauthorized('invalid bearer token', true));
     request.principal = principal;
     const wait = opts.limiter?.take(principal.name);
-    if (wait !== undefined && wait > 0) {
-      const seconds = Math.max(1, Math.ceil(wait / 1000));
-      throw new HttpError(429, 'RATE_LIMITED', `too many requests for token ${principal.name}; retry in ${seconds} s`, undefined, {
-        'retry-after': String(seconds),
-      });
-    }
+    if (wait !== undefined && wait > 0) throw retryIn('RATE_LIMITED', (s) => `too many requests for token ${principal.name}; retry in ${s} s`, wait);
     const needed = neededRole(request);
     if (!allows(principal.role, needed)) {
       await opts.onForbidden?.(request, principal, needed);

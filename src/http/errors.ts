@@ -116,7 +116,8 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, err: unk
   // The request's child logger already carries its id (reqId); the route is logged without the query.
   const where = { method: request.method, route: request.routeOptions.url };
   if (m.status >= 500) request.log.error({ err, ...where }, 'admin request failed');
-  else request.log.info({ code: m.code, status: m.status, ...where }, 'admin request refused');
+  // Refused credentials are logged per burst by the failed-authentication limiter, not here.
+  else if (!request.authFailed) request.log.info({ code: m.code, status: m.status, ...where }, 'admin request refused');
   for (const [k, v] of Object.entries(m.headers ?? {})) void reply.header(k, v);
   return reply.code(m.status).send(errorBody(request.id, m.code, m.message, m.issues));
 }

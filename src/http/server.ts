@@ -1,6 +1,7 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { AdminToken } from '../config.js';
 import type { Db } from '../db/db.js';
+import { assertSchemaCurrent } from '../db/migrate.js';
 import { UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { AuditLog } from '../ops/audit.js';
@@ -9,11 +10,13 @@ import { SagaOperations } from '../ops/saga-ops.js';
 import type { SagaDefinition } from '../saga/definition.js';
 import { SagaStore } from '../saga/store.js';
 import { transitionSettings, type TransitionSettings } from '../transaction/transitions.js';
+import { AuthFailureLimiter, DEFAULT_AUTH_FAILURES, type AuthFailureOptions } from './auth-failures.js';
 import { TokenVerifier, authHook, type Principal, type Role } from './auth.js';
 import { HttpError, errorBody, sendError } from './errors.js';
 import { UUID } from './pagination.js';
 import { DEFAULT_RATE_LIMIT, RateLimiter, type RateLimitOptions } from './rate-limit.js';
-import { REQUEST_ID_HEADER, genRequestId, hasMalformedRequestId } from './request-id.js';
+import { Readiness, type ReadinessOptions } from './readiness.js';
+import { REQUEST_ID_REPLACED_HEADER, REQUEST_ID_HEADER, REQUEST_ID_RULE, genRequestId, hasMalformedRequestId } from './request-id.js';
 import { auditRoutes } from './routes/audit.js';
 import { deadLetterRoutes } from './routes/dead-letters.js';
 import { sagaRoutes } from './routes/sagas.js';
@@ -23,7 +26,10 @@ import type { RouteContext } from './shared.js';
  * The admin HTTP API (JSON over Fastify): the operator actions of the CLI (list and show sagas,
  * replay, cancel, dead letters, the audit trail) for dashboards and scripts.
  *
- *   GET  /healthz                          no auth; { ok: true } once the database answers
+ *   GET  /healthz                          no auth; { ok: true } while the process serves (liveness)
+ *   GET  /readyz                           no auth; 200 { ready: true } once the database answers and its
+ *                                          schema is current, else 503 with the reason (the /v1 routes
+ *                                          answer 503 meanwhile)
  *   GET  /v1/sagas                         read   ?status&type&since&limit&cursor -> { items, nextCursor }
  *   GET  /v1/sagas/:id                     read   the saga with its step history (`steps`)
  *   POST /v1/sagas/:id/replay              admin  { fromStep?, force?, dryRun?, reason? } -> { outcome, plan, auditId }
@@ -37,8 +43,9 @@ import type { RouteContext } from './shared.js';
  *
  * Errors are `{ error: { code, message }, requestId }`: 400 bad input, 401 no/unknown token,
  * 403 role too low, 404 unknown target, 409 the target's state refuses the action, 413 body too
- * large, 429 rate limited, 503 database down, 500 anything else (details only in the log).
- * Every answer carries `x-request-id`. Only bearer tokens authenticate (see auth.ts on CSRF).
+ * large, 429 rate limited (per token, or per address after failed authentications), 503 database
+ * down or not ready, 500 anything else (details only in the log). Every answer carries
+ * `x-request-id` (see request-id.ts). Only bearer tokens authenticate (see auth.ts on CSRF).
  *
  * The function only builds the server; the caller listens (`sagaflow serve`) or injects (tests).
  */
@@ -54,6 +61,25 @@ export interface AdminServerDeps {
   readonly rateLimit?: RateLimitOptions | false;
   /** Largest request body in bytes (default 64 KiB). */
   readonly bodyLimit?: number;
+  /** Failed authentications per client address (default 10 at once, then one per 10 s); false turns it off. */
+  readonly authFailures?: AuthFailureOptions | false;
+  /** How /readyz and the background check retry and cache (see readiness.ts). */
+  readonly readiness?: ReadinessOptions;
+}
+
+/**
+ * Fastify's per-request lines, adjusted: "incoming request" only at debug ("request completed"
+ * says the same at info), and nothing for a request refused for its credentials, which the
+ * failed-authentication limiter logs once per burst instead of once per request.
+ */
+class AdminLogController extends LogController {
+  constructor() {
+    super({ disableRequestLogging: (request) => request.authFailed === true });
+  }
+
+  override incomingRequest(request: FastifyRequest): void {
+    if (!this.isLogDisabled(request)) request.log.debug({ req: request }, 'incoming request');
+  }
 }
 
 
@@ -70,7 +96,16 @@ export function buildAdminServer(deps: AdminServerDeps): FastifyInstance {
     trustProxy: false,
     requestTimeout: 120_000,
     return503OnClosing: true,
+    logController: new AdminLogController(),
   });
+  const readiness = new Readiness(
+    async () => {
+      await deps.db.query('SELECT 1');
+      await assertSchemaCurrent(deps.db, deps.schema);
+    },
+    logger,
+    deps.readiness,
+  );
 
   const ctx: RouteContext = {
     db: deps.db,
@@ -99,6 +134,7 @@ export function buildAdminServer(deps: AdminServerDeps): FastifyInstance {
   // Only JSON bodies: a text/plain POST is a 415, not a string that happens to fail validation.
   app.removeContentTypeParser('text/plain');
   app.decorateRequest('principal', null);
+  app.decorateRequest('authFailed', false);
   app.setErrorHandler((err, request, reply) => sendError(request, reply, err));
   app.setNotFoundHandler((request, reply) => {
     const path = request.url.split('?')[0]!.slice(0, 200);
@@ -106,30 +142,33 @@ export function buildAdminServer(deps: AdminServerDeps): FastifyInstance {
   });
 
   app.addHook('onRequest', async (request) => {
-    if (hasMalformedRequestId(request.raw)) {
-      throw new HttpError(400, 'BAD_REQUEST', `${REQUEST_ID_HEADER} must be 1 to 128 characters of A-Z a-z 0-9 . _ -`, [
-        { path: REQUEST_ID_HEADER, message: 'malformed' },
-      ]);
-    }
+    if (hasMalformedRequestId(request.raw)) request.log.info({ replacedBy: request.id }, 'malformed x-request-id replaced by a generated one');
   });
   app.addHook('onSend', async (request, reply, payload) => {
     void reply.header(REQUEST_ID_HEADER, request.id);
+    if (hasMalformedRequestId(request.raw)) void reply.header(REQUEST_ID_REPLACED_HEADER, REQUEST_ID_RULE);
     void reply.header('cache-control', 'no-store');
     void reply.header('x-content-type-options', 'nosniff');
     return payload;
   });
+  app.addHook('onReady', async () => readiness.start());
+  app.addHook('onClose', async () => readiness.stop());
 
-  app.get('/healthz', async (request, reply) => {
-    try {
-      await deps.db.query('SELECT 1');
-      return { ok: true };
-    } catch (err) {
-      request.log.warn({ err: (err as Error).message }, 'health check: database unavailable');
-      return reply.code(503).send({ ok: false, ...errorBody(request.id, 'UNAVAILABLE', 'the database is unavailable') });
-    }
+  // Liveness: the process serves. Whether it can do anything useful is /readyz.
+  app.get('/healthz', async () => ({ ok: true }));
+  app.get('/readyz', async (request, reply) => {
+    const s = await readiness.probe();
+    if (s.ready) return { ready: true };
+    return reply.code(503).header('retry-after', '5').send({ ready: false, ...errorBody(request.id, 'UNAVAILABLE', `not ready: ${s.reason}`) });
   });
 
   const limiter = deps.rateLimit === false ? undefined : new RateLimiter(deps.rateLimit ?? DEFAULT_RATE_LIMIT);
+  const failures = deps.authFailures === false ? undefined : new AuthFailureLimiter(deps.authFailures ?? DEFAULT_AUTH_FAILURES);
+  // Until the database answers with a current schema every route would fail anyway: say why, once.
+  const whenReady = async (): Promise<void> => {
+    const s = readiness.state.ready ? readiness.state : await readiness.probe();
+    if (!s.ready) throw new HttpError(503, 'UNAVAILABLE', `not ready: ${s.reason}`, undefined, { 'retry-after': '5' });
+  };
   const onForbidden = async (request: FastifyRequest, principal: Principal, needed: Role): Promise<void> => {
     const a = request.routeOptions.config.auditAs;
     if (!a) return;
@@ -154,7 +193,8 @@ export function buildAdminServer(deps: AdminServerDeps): FastifyInstance {
 
   void app.register(
     async (v1) => {
-      v1.addHook('onRequest', authHook({ verifier: new TokenVerifier(deps.tokens), limiter, onForbidden }));
+      v1.addHook('onRequest', authHook({ verifier: new TokenVerifier(deps.tokens), limiter, failures, onForbidden }));
+      v1.addHook('onRequest', whenReady);
       sagaRoutes(v1, ctx);
       deadLetterRoutes(v1, ctx);
       auditRoutes(v1, ctx);

@@ -72,15 +72,39 @@ export class SagaStore {
    * the timer fires exactly once because clearing it commits with the transition it causes.
    * SKIP LOCKED lets several workers share the work; a saga busy in another transaction waits a round.
    */
-  async claimDue(tx: Queryable, limit: number, types: readonly string[]): Promise<SagaInstance[]> {
+  async claimDue(tx: Queryable, limit: number, types: readonly string[], only?: readonly string[]): Promise<SagaInstance[]> {
+    // `only`: the timer round isolating a failed batch claims its sagas one at a time.
     const { rows } = await tx.query<SagaRow>(
       `UPDATE ${this.sagas} s SET wake_at = NULL
        WHERE s.id IN (SELECT id FROM ${this.sagas} WHERE wake_at <= now() AND saga_type = ANY($2::text[])
+                      ${only ? 'AND id = ANY($3::uuid[])' : ''}
                       ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED)
        RETURNING ${COLUMNS.split(', ').map((c) => `s.${c}`).join(', ')}`,
-      [limit, types],
+      only ? [limit, types, only] : [limit, types],
     );
     return rows.map(toInstance);
+  }
+
+  /**
+   * Parks a saga that an input cannot move (its transition threw): `reason` says why; status and
+   * version stay, it is no transition. With `delayMs` (a failed timer) only a saga still due is
+   * parked and its wake time moves that far out (database clock); another worker may have parked
+   * or fired it meanwhile. Without, the wake time stays. Returns the saga's type, or null.
+   */
+  async park(db: Queryable, id: string, reason: string, delayMs: number | null): Promise<{ type: string } | null> {
+    const { rows } =
+      delayMs === null
+        ? await db.query<{ saga_type: string }>(
+            `UPDATE ${this.sagas} SET reason = $2, updated_at = now()
+             WHERE id = $1 AND status NOT IN ('completed', 'compensated', 'failed') RETURNING saga_type`,
+            [id, reason],
+          )
+        : await db.query<{ saga_type: string }>(
+            `UPDATE ${this.sagas} SET wake_at = now() + $3 * interval '1 millisecond', reason = $2, updated_at = now()
+             WHERE id = $1 AND wake_at <= now() RETURNING saga_type`,
+            [id, reason, delayMs],
+          );
+    return rows[0] ? { type: rows[0].saga_type } : null;
   }
 
   /** Milliseconds until the earliest wake time (negative when overdue), or null when no timer is set. */

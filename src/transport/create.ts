@@ -1,5 +1,6 @@
 import type { Config } from '../config.js';
-import type { Logger } from '../log.js';
+import { DependencyError, SagaflowError, type Dependency } from '../errors.js';
+import { redactUrl, type Logger } from '../log.js';
 import { withFaults } from './faults.js';
 import { MemoryTransport } from './memory.js';
 import type { Transport } from './contract.js';
@@ -26,7 +27,7 @@ async function connect(config: Config, logger: Logger, overrides: { clientId?: s
         queueType: config.rabbitQueueType,
         prefetch: config.prefetch,
         logger,
-      });
+      }).catch(unreachable(config));
     }
     case 'kafka': {
       const { createKafkaTransport } = await import('./kafka/transport.js');
@@ -37,7 +38,31 @@ async function connect(config: Config, logger: Logger, overrides: { clientId?: s
         ...config.kafkaGroup,
         clientId: overrides.clientId ?? 'sagaflow',
         logger,
-      });
+      }).catch(unreachable(config));
     }
   }
+}
+
+/** The configured broker as an operator knows it: its name, address (password masked) and the variable that sets it. */
+export function brokerAddress(config: Config): { dependency: Dependency; address: string; setting: string } | null {
+  switch (config.transport) {
+    case 'memory':
+      return null;
+    case 'rabbitmq':
+      return { dependency: 'RabbitMQ', address: redactUrl(config.amqpUrl), setting: 'AMQP_URL' };
+    case 'kafka':
+      return { dependency: 'Kafka', address: config.kafkaBrokers.join(','), setting: 'KAFKA_BROKERS' };
+  }
+}
+
+/** A broker that cannot be reached, in one line (see DependencyError): not a bare `connect ECONNREFUSED ...`. */
+export function brokerUnreachable(config: Config, cause: unknown): Error {
+  const b = brokerAddress(config);
+  return cause instanceof SagaflowError || !b ? (cause as Error) : new DependencyError(b.dependency, b.address, b.setting, cause);
+}
+
+function unreachable(config: Config): (err: unknown) => never {
+  return (err) => {
+    throw brokerUnreachable(config, err);
+  };
 }

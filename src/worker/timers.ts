@@ -1,13 +1,7 @@
-import type { Db } from '../db/db.js';
 import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
-import type { OutboxDispatcher } from '../outbox/dispatcher.js';
-import type { OutboxStore } from '../outbox/store.js';
-import type { SagaDefinition } from '../saga/definition.js';
-import type { SagaStore } from '../saga/store.js';
 import { FallbackPoll } from '../scheduling/fallback-poll.js';
 import { WakeLoop } from '../scheduling/wake-loop.js';
-import { TransitionBatch, type AppliedDecision, type TransitionSettings } from '../transaction/transitions.js';
+import { runTimerRound, type TimerWorkDeps } from '../transaction/timer-work.js';
 
 export interface TimerOptions {
   readonly batchSize?: number;
@@ -17,6 +11,8 @@ export interface TimerOptions {
   readonly idlePollMs?: number;
   /** Time without activity after which the worker counts as idle. Default 120 s. */
   readonly idleAfterMs?: number;
+  /** How long a saga whose timer transition threw is parked before its timer is tried again. Default 15 min. */
+  readonly parkMs?: number;
 }
 
 /**
@@ -29,23 +25,17 @@ export class TimerService {
   readonly #poll: FallbackPoll;
   readonly #loop: WakeLoop;
   readonly #types: string[];
+  readonly #work: TimerWorkDeps;
   fired = 0;
+  /** Sagas parked because their timer transition threw (each time it happened). */
+  parked = 0;
 
   constructor(
-    private readonly deps: {
-      db: Db;
-      sagas: SagaStore;
-      outbox: OutboxStore;
-      defs: ReadonlyMap<string, SagaDefinition>;
-      transitions: TransitionSettings;
-      dispatcher: OutboxDispatcher;
-      graceMs: number;
-      logger: Logger;
-      onApplied: (applied: readonly AppliedDecision[]) => void;
-    },
+    private readonly deps: Omit<TimerWorkDeps, 'parkMs'>,
     private readonly opts: TimerOptions = {},
   ) {
     this.#types = [...deps.defs.keys()];
+    this.#work = { ...deps, parkMs: opts.parkMs ?? 15 * 60_000 };
     // A far-away timer is looked at again every ten minutes at most; the database decides what is due.
     this.#loop = new WakeLoop(() => this.#rounds(), {
       retryMs: 1000,
@@ -80,36 +70,12 @@ export class TimerService {
     const size = this.opts.batchSize ?? 200;
     for (;;) {
       if (this.#loop.stopped) return;
-      const n = await this.#round(size);
-      if (n < size) break;
+      const r = await runTimerRound(this.#work, size);
+      this.fired += r.fired;
+      this.parked += r.parked.length;
+      if (r.claimed < size) break;
     }
     const next = await this.deps.sagas.nextWakeInMs(this.deps.db, this.#types);
     if (next !== null) this.wakeIn(Math.max(next, 5));
-  }
-
-  async #round(size: number): Promise<number> {
-    const deletes = this.deps.dispatcher.takeDeletes();
-    let applied: readonly AppliedDecision[] = [];
-    let count = 0;
-    try {
-      const written = await this.deps.db.transaction(async (tx) => {
-        const due = await this.deps.sagas.claimDue(tx, size, this.#types);
-        count = due.length;
-        const tr = new TransitionBatch(this.deps.transitions, new Map(due.map((s) => [s.id, s])));
-        for (const saga of due) {
-          const d = await tr.apply(tx, this.deps.defs.get(saga.type)!, saga.id, { kind: 'timer' }, { messageId: undefined });
-          if (d.outcome !== 'applied') this.deps.logger.debug({ sagaId: saga.id, code: d.code }, 'timer ignored');
-        }
-        applied = tr.applied;
-        return tr.write(tx, { sagas: this.deps.sagas, outbox: this.deps.outbox, graceMs: this.deps.graceMs }, deletes);
-      });
-      this.deps.dispatcher.dispatch(written);
-    } catch (err) {
-      this.deps.dispatcher.giveBack(deletes);
-      throw err;
-    }
-    this.fired += count;
-    this.deps.onApplied(applied);
-    return count;
   }
 }

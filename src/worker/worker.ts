@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Config } from '../config.js';
 import type { Db } from '../db/db.js';
 import { assertSchemaCurrent } from '../db/migrate.js';
-import { errorMessage } from '../errors.js';
+import { SagaflowError, errorMessage } from '../errors.js';
 import { InboxStore } from '../inbox/store.js';
 import { MessageRegistry } from '../messages/message.js';
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../messages/envelope.js';
@@ -23,11 +23,12 @@ import {
   type Topology,
   type Transport,
 } from '../transport/contract.js';
-import { Batcher } from '../scheduling/batcher.js';
+import { Batcher, type Outcome } from '../scheduling/batcher.js';
 import { DeadLetterRecorder, type DeadLetterRecord } from '../dead-letters/recorder.js';
 import { decodeDelivery, type Inbound } from '../transaction/decode.js';
 import { validateModule, type SagaflowModule } from '../module.js';
 import { participantWork } from '../transaction/participant-work.js';
+import { parkSaga } from '../transaction/park.js';
 import { sagaWork } from '../transaction/saga-work.js';
 import { transitionSettings, type AppliedDecision, type EventsMode } from '../transaction/transitions.js';
 import { TimerService, type TimerOptions } from './timers.js';
@@ -89,6 +90,8 @@ export interface WorkerStats {
   readonly batches: number;
   readonly messages: number;
   readonly timersFired: number;
+  /** Sagas parked because a transition threw: their timer (retried later) or a reply (dead-lettered). */
+  readonly sagasParked: number;
   /** Messages published right after COMMIT (the fast path). */
   readonly published: number;
   /** Messages published by the relay (recovery, client API, operator actions). */
@@ -173,16 +176,38 @@ export function createWorker(deps: {
   const subscriptions: Subscription[] = [];
   const batchers: Batcher<Inbound, void>[] = [];
   let deadLettersRecorded = 0;
+  let repliesParked = 0;
   let pruneTimer: NodeJS.Timeout | undefined;
   // Deliveries since the last inbox pruning: an idle worker does not prune (nothing new to age out
   // that cannot wait), so it sends no query at all.
   let deliveriesSincePrune = 0;
 
-  function consumerHandler(registry: MessageRegistry, work: Work<Inbound>): Handler {
+  /**
+   * A message the saga's transition threw on for DEFINITION_MISMATCH (its stored step is gone from
+   * the definition) is dead-lettered at once; the saga cannot move for any input either, so it is
+   * parked too, to say so where operators look (its reason) rather than only in the dead letter.
+   */
+  async function parkMismatched(items: readonly Inbound[], outcomes: readonly Outcome<void>[]): Promise<void> {
+    for (const [i, out] of outcomes.entries()) {
+      const sagaId = items[i]!.envelope.sagaId;
+      if (out.ok || !sagaId || !(out.error instanceof SagaflowError) || out.error.code !== 'DEFINITION_MISMATCH') continue;
+      try {
+        if (await parkSaga({ db, sagas: sagaStore, logger }, sagaId, `${items[i]!.envelope.type} ${items[i]!.envelope.id}`, out.error, null)) repliesParked++;
+      } catch (err) {
+        logger.warn({ sagaId, err: errorMessage(err) }, 'could not park the saga (its message is dead-lettered anyway)');
+      }
+    }
+  }
+
+  function consumerHandler(registry: MessageRegistry, work: Work<Inbound>, kind: 'saga' | 'participant'): Handler {
     const batcher = new Batcher<Inbound, void>({
       maxBatch: o.maxBatch ?? 64,
       maxConcurrent: o.maxConcurrentBatches ?? 2,
-      run: (items) => runTransactional({ db, dispatcher, logger }, items, work),
+      run: async (items) => {
+        const outcomes = await runTransactional({ db, dispatcher, logger }, items, work);
+        if (kind === 'saga') await parkMismatched(items, outcomes);
+        return outcomes;
+      },
     });
     batchers.push(batcher);
     return async (delivery) => {
@@ -222,6 +247,7 @@ export function createWorker(deps: {
       batches: batchers.reduce((n, b) => n + b.batches, 0),
       messages: batchers.reduce((n, b) => n + b.items, 0),
       timersFired: timers?.fired ?? 0,
+      sagasParked: (timers?.parked ?? 0) + repliesParked,
       published: dispatcher.published,
       relayed: relay.published,
       deadLettersRecorded,
@@ -233,7 +259,7 @@ export function createWorker(deps: {
       const subOpts = { prefetch: o.prefetch ?? 512, retry: o.retry ?? DEFAULT_REDELIVERY };
       for (const def of defs.values()) {
         const work = sagaWork({ def, sagas: sagaStore, inbox, outbox, graceMs, transitions, logger, onApplied });
-        subscriptions.push(await transport.subscriber.subscribe([def.topic], def.consumer, consumerHandler(def.registry, work), subOpts));
+        subscriptions.push(await transport.subscriber.subscribe([def.topic], def.consumer, consumerHandler(def.registry, work, 'saga'), subOpts));
       }
       for (const p of participants) {
         const registry = new MessageRegistry([...p.handlers.values()].map((h) => h.message));
@@ -246,7 +272,7 @@ export function createWorker(deps: {
           logger,
           onHandled: (count) => events.emit('handled', { participant: p.name, count }),
         });
-        subscriptions.push(await transport.subscriber.subscribe(p.topics, p.consumer, consumerHandler(registry, work), subOpts));
+        subscriptions.push(await transport.subscriber.subscribe(p.topics, p.consumer, consumerHandler(registry, work, 'participant'), subOpts));
       }
       if (o.recordDeadLetters ?? true) {
         const handler: Handler = async (d) => {

@@ -1,6 +1,8 @@
 /**
  * The admin HTTP API against a real Postgres and the real worker (memory transport, order example):
- * authentication (401 / 403, no tokens configured), request ids, validation and not-found answers,
+ * authentication (401 / 403, no tokens configured, failed attempts limited per address), request
+ * ids (a malformed one replaced), readiness (/healthz alive, /readyz and the API 503 until the
+ * database answers with a current schema), validation and not-found answers,
  * keyset pagination over 120 sagas, replay (accepted, refused, dry run, NEEDS_FORCE, bulk, two at
  * once), cancel, dead-letter redrive and discard, and the audit row of every operator action.
  * Requests go through `fastify.inject()`; one test listens on a real port and uses fetch.
@@ -23,6 +25,9 @@ import { createWorker, type Worker } from '../../src/worker/worker.js';
 import { migrateExample, orderParticipants, orderSaga, PlaceOrder } from '../../examples/order/index.js';
 import { makeOrders, publishOrders } from '../../examples/order/run.js';
 import { captureLogger } from '../helpers/capture-logger.js';
+import { createDb } from '../../src/db/db.js';
+import { migrate } from '../../src/db/migrate.js';
+import { closedPort } from '../helpers/ports.js';
 import { createTestDb, uniqueName, type TestDb } from '../helpers/db.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -285,13 +290,128 @@ describe('request ids', () => {
     expect(generated.headers['x-request-id']).toMatch(UUID_RE);
   });
 
-  it('a malformed x-request-id is refused with 400 (and a generated id)', async () => {
-    for (const bad of ['has space', 'a'.repeat(129), 'semi;colon']) {
-      const r = await get(main.app, '/v1/sagas?limit=1', ADMIN, bad);
-      expect(r.status, bad).toBe(400);
-      expect(r.body.error.message).toContain('x-request-id');
-      expect(r.headers['x-request-id']).toMatch(UUID_RE);
-      expect(r.body.requestId).toBe(r.headers['x-request-id']);
+  it('a malformed x-request-id is replaced by a generated id, and the answer and the log say so', async () => {
+    const cap = captureLogger('info');
+    const app = buildAdminServer({ db: main.t.db, schema: main.t.schema, sagas: [orderSaga], tokens: TOKENS, logger: cap.logger, rateLimit: false });
+    try {
+      for (const bad of ['has space', 'a'.repeat(129), 'semi;colon']) {
+        const r = await get(app, '/v1/sagas?limit=1', ADMIN, bad);
+        expect(r.status, bad).toBe(200);
+        expect(r.headers['x-request-id']).toMatch(UUID_RE);
+        expect(r.headers['x-request-id-replaced']).toContain('replaced by a generated one');
+      }
+      const missing = await get(app, `/v1/sagas/${randomUUID()}`, ADMIN, 'bad id');
+      expect(missing.status).toBe(404);
+      expect(missing.body.requestId).toBe(missing.headers['x-request-id']);
+      expect(missing.body.requestId).toMatch(UUID_RE);
+      // A valid id is not marked.
+      expect((await get(app, '/v1/sagas?limit=1', ADMIN, 'ok-id')).headers['x-request-id-replaced']).toBeUndefined();
+      const lines = cap.lines.filter((l) => l.msg === 'malformed x-request-id replaced by a generated one');
+      expect(lines).toHaveLength(4);
+      // The value sent (anything a client put there) is not logged.
+      expect(JSON.stringify(cap.lines)).not.toContain('semi;colon');
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+describe('failed authentication', () => {
+  it('300 wrong-token requests from one address: 401 for the first few, then 429 with Retry-After, two log lines in all; other addresses unaffected', async () => {
+    const cap = captureLogger('info');
+    const app = buildAdminServer({
+      db: main.t.db,
+      schema: main.t.schema,
+      sagas: [orderSaga],
+      tokens: TOKENS,
+      logger: cap.logger,
+      rateLimit: false,
+      authFailures: { burst: 5, perSecond: 0.01, maxAddresses: 100, summaryEveryMs: 60_000 },
+    });
+    const from = (remoteAddress: string, token: string | null) =>
+      app.inject({ method: 'GET', url: '/v1/audit?limit=1', remoteAddress, headers: token === null ? {} : { authorization: `Bearer ${token}` } });
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 300; i++) statuses.push((await from('10.0.0.7', i % 3 === 0 ? null : `wrong-${i}-token-guess`)).statusCode);
+      expect(statuses.slice(0, 5)).toEqual([401, 401, 401, 401, 401]);
+      expect(new Set(statuses.slice(5))).toEqual(new Set([429]));
+      const limited = await from('10.0.0.7', `${ADMIN.token}x`);
+      expect(limited.statusCode).toBe(429);
+      expect(Number(limited.headers['retry-after'])).toBeGreaterThanOrEqual(60);
+      expect(limited.json().error.code).toBe('RATE_LIMITED');
+      // Blocked before the token is looked at: even the right token waits (guessing gets no faster).
+      expect((await from('10.0.0.7', ADMIN.token)).statusCode).toBe(429);
+      // Another address still authenticates.
+      expect((await from('10.0.0.8', ADMIN.token)).statusCode).toBe(200);
+
+      const about = cap.lines.filter((l) => l.ip === '10.0.0.7');
+      expect(about.map((l) => l.msg)).toEqual(['admin authentication failed', 'too many failed admin authentications from 10.0.0.7: answering 429 to it for 100 s']);
+      expect(about[1]).toMatchObject({ level: 40, failedSinceLastLine: 4 });
+      // No per-request line (Fastify's or ours) for the refused requests.
+      expect(cap.lines.filter((l) => l.msg === 'request completed' || l.msg === 'admin request refused' || l.msg === 'incoming request')).toHaveLength(1);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+describe('readiness', () => {
+  it('/healthz answers alive, /readyz and the API answer 503 with the reason until the schema is migrated, then 200', async () => {
+    const t = await createTestDb({ prefix: 'sf_http_rd', migrate: false });
+    const cap = captureLogger('info');
+    const app = buildAdminServer({
+      db: t.db,
+      schema: t.schema,
+      sagas: [orderSaga],
+      tokens: TOKENS,
+      logger: cap.logger,
+      readiness: { retryMs: 50, maxRetryMs: 200, cacheMs: 0 },
+    });
+    try {
+      await app.ready();
+      expect((await get(app, '/healthz', null)).body).toEqual({ ok: true });
+      const notReady = await get(app, '/readyz', null);
+      expect(notReady.status).toBe(503);
+      expect(notReady.body).toMatchObject({ ready: false, error: { code: 'UNAVAILABLE', message: expect.stringMatching(/^not ready: schema \S+ is at migration 0 of \d+; run `sagaflow migrate` first$/) } });
+      const api = await get(app, '/v1/sagas?limit=1');
+      expect(api.status).toBe(503);
+      expect(api.headers['retry-after']).toBe('5');
+      expect(api.body.error.message).toBe(notReady.body.error.message);
+      // Authentication still comes first.
+      expect((await get(app, '/v1/sagas?limit=1', null)).status).toBe(401);
+
+      await migrate(t.db, t.schema);
+      // The background check notices by itself (no probe needed), then everything answers.
+      await waitFor('the API to become ready', () => get(app, '/v1/sagas?limit=1'), (r) => r.status === 200, { timeoutMs: 10_000 });
+      expect((await get(app, '/readyz', null)).body).toEqual({ ready: true });
+      // One line per distinct problem, not one per check (a check during the migration may see an
+      // intermediate version: that is a new problem and a new line).
+      const notReadyLines = cap.lines.filter((l) => /^admin API not ready/.test(l.msg)).map((l) => String(l.err));
+      expect(notReadyLines.length).toBeGreaterThanOrEqual(1);
+      expect(notReadyLines.every((e, i) => i === 0 || e !== notReadyLines[i - 1]), notReadyLines.join('\n')).toBe(true);
+      expect(cap.count(/^admin API ready/)).toBe(1);
+    } finally {
+      await app.close();
+      await t.drop();
+    }
+  });
+
+  it('with the database down: /healthz 200, /readyz and the API 503 "the database is unavailable", the address only in the log', async () => {
+    const db = createDb({ connectionString: `postgres://postgres:s3cret@127.0.0.1:${await closedPort()}/postgres`, max: 1, connectionTimeoutMs: 2_000, urlSetting: 'DATABASE_URL' });
+    const cap = captureLogger('info');
+    const app = buildAdminServer({ db, schema: 'sf_http_down', sagas: [orderSaga], tokens: TOKENS, logger: cap.logger, readiness: { cacheMs: 0 } });
+    try {
+      expect((await get(app, '/healthz', null)).status).toBe(200);
+      const r = await get(app, '/readyz', null);
+      expect(r.status).toBe(503);
+      expect(r.body.error.message).toBe('not ready: the database is unavailable');
+      expect((await get(app, '/v1/dead-letters?limit=1')).status).toBe(503);
+      const warn = cap.lines.find((l) => /^admin API not ready/.test(l.msg));
+      expect(String(warn?.err)).toMatch(/Postgres.*127\.0\.0\.1:\d+.*DATABASE_URL/);
+      expect(JSON.stringify(cap.lines)).not.toContain('s3cret');
+    } finally {
+      await app.close();
+      await db.close();
     }
   });
 });

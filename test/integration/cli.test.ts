@@ -2,8 +2,8 @@
  * The `sagaflow` command as users run it (`node bin/sagaflow.js ...` in a child process, against
  * this file's own schemas):
  * - `migrate --module examples/order` twice: exit 0, the second run applies nothing;
- * - usage errors (unknown flag, `sagas list --status bogus`, a non-UUID id) exit 2 with one
- *   message line and no stack trace;
+ * - usage errors (unknown flag, `sagas list --status bogus`, a non-UUID saga id, a non-numeric
+ *   dead letter id) exit 2 with one message line and no stack trace;
  * - `publish` with bad JSON, a schema-invalid payload, or a `--file` with one bad line exits 2
  *   (naming the line) and publishes nothing, not even the file's valid lines;
  * - `publish --outbox` of valid orders is picked up by an in-process worker and the sagas run;
@@ -17,10 +17,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { orderParticipants, orderSaga } from '../../examples/order/index.js';
 import { makeOrders } from '../../examples/order/run.js';
 import { createDb, type Db } from '../../src/db/db.js';
-import { loadMigrations } from '../../src/db/migrate.js';
+import { loadMigrations, migrate } from '../../src/db/migrate.js';
 import { MemoryTransport } from '../../src/transport/memory.js';
 import { createWorker, type Worker } from '../../src/worker/worker.js';
 import { databaseUrl, uniqueName } from '../helpers/db.js';
+import { closedPort, forward } from '../helpers/ports.js';
 import { seededRandom } from '../helpers/seed.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -39,7 +40,7 @@ interface Run {
   readonly stderr: string;
 }
 
-function cli(...args: string[]): Promise<Run> {
+function cliEnv(over: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     DATABASE_URL: databaseUrl(),
@@ -47,15 +48,26 @@ function cli(...args: string[]): Promise<Run> {
     ORDER_EXAMPLE_SCHEMA: exampleSchema,
     SAGAFLOW_TRANSPORT: 'memory',
     LOG_LEVEL: 'warn',
+    ...over,
   };
   delete env.SAGAFLOW_DEBUG;
+  return env;
+}
+
+function cli(...args: string[]): Promise<Run> {
+  return cliWith({}, ...args);
+}
+
+/** `sagaflow ...args` with these environment variables changed, run to its end. */
+function cliWith(over: NodeJS.ProcessEnv, ...args: string[]): Promise<Run> {
+  const env = cliEnv(over);
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['bin/sagaflow.js', ...args], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
     child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);
@@ -128,18 +140,28 @@ describe('sagaflow CLI', () => {
   });
 
   it('usage errors exit 2 with one message line and no stack trace', async () => {
-    const [badFlag, badStatus, badId, badTransport] = await Promise.all([
-      cli('migrate', '--bogus'),
-      cli('sagas', 'list', '--status', 'bogus'),
-      cli('sagas', 'show', 'not-a-uuid'),
-      cli('--transport', 'pigeon', 'sagas', 'list'),
-    ]);
+    const [badFlag, badStatus, badId, badTransport, badDlShow, badDlRedrive, badDlDiscard] = await runAll(
+      [
+        ['migrate', '--bogus'],
+        ['sagas', 'list', '--status', 'bogus'],
+        ['sagas', 'show', 'not-a-uuid'],
+        ['--transport', 'pigeon', 'sagas', 'list'],
+        ['dead-letters', 'show', 'abc'],
+        ['dead-letters', 'redrive', '12x'],
+        ['dead-letters', 'discard', '-1', '--reason', 'x'],
+      ],
+      {},
+    );
     const oneLine = { oneLine: true };
     expectCleanFailure(badFlag, 2, /^error: unknown option '--bogus'$/, oneLine);
     expectCleanFailure(badStatus, 2, /^sagaflow: --status must be one of running, compensating, completed, compensated, failed, got bogus$/, oneLine);
     expectCleanFailure(badId, 2, /^sagaflow: saga id must be a UUID/, oneLine);
     expectCleanFailure(badTransport, 2, /^sagaflow: invalid configuration: SAGAFLOW_TRANSPORT/, oneLine);
-    for (const r of [badFlag, badStatus, badId, badTransport]) expect(r.stdout).toBe('');
+    // A malformed dead letter id is bad usage (2), not an unknown one (3).
+    expectCleanFailure(badDlShow, 2, /^sagaflow: dead letter id must be a positive integer .*got "abc"$/, oneLine);
+    expectCleanFailure(badDlRedrive, 2, /^sagaflow: dead letter id must be a positive integer/, oneLine);
+    expect(badDlDiscard.code, badDlDiscard.stderr).toBe(2);
+    for (const r of [badFlag, badStatus, badId, badTransport, badDlShow, badDlRedrive, badDlDiscard]) expect(r.stdout).toBe('');
   });
 
   it('publish refuses bad JSON, schema-invalid payloads and a file with one bad line, and publishes nothing', async () => {
@@ -226,5 +248,154 @@ describe('sagaflow CLI', () => {
 
     expectCleanFailure(unknown, 3, /^sagaflow: no saga 00000000-0000-4000-8000-000000000000$/, { oneLine: true });
     expect(unknown.stdout).toBe('');
+  });
+});
+
+/** Runs each argument list (at most `n` at once: every run is a Node process with tsx). */
+async function runAll<const L extends readonly (readonly string[])[]>(lists: L, over: NodeJS.ProcessEnv, n = 3): Promise<{ -readonly [K in keyof L]: Run }> {
+  const out: Run[] = new Array<Run>(lists.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      while (next < lists.length) {
+        const i = next++;
+        out[i] = await cliWith(over, ...lists[i]!);
+      }
+    }),
+  );
+  return out as { -readonly [K in keyof L]: Run };
+}
+
+/** `sagaflow serve` in the background: resolves with its URL once it listens. */
+function serve(over: NodeJS.ProcessEnv): Promise<{ url: string; stderr: () => string; stop: () => Promise<number | null> }> {
+  const child = spawn(process.execPath, ['bin/sagaflow.js', 'serve', '--module', 'examples/order', '--port', '0'], {
+    cwd: root,
+    env: cliEnv(over),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const killer = setTimeout(() => child.kill('SIGKILL'), 50_000);
+  return new Promise((resolve, reject) => {
+    child.stdout.on('data', (b: Buffer) => {
+      stdout += b.toString();
+      const m = /"event":"admin-listening","url":"([^"]+)"/.exec(stdout);
+      if (m) {
+        resolve({
+          url: m[1]!,
+          stderr: () => stderr,
+          stop: async () => {
+            child.kill('SIGTERM');
+            const code = await exited;
+            clearTimeout(killer);
+            return code;
+          },
+        });
+      }
+    });
+    void exited.then((code) => reject(new Error(`serve exited ${code} before listening: ${stderr}`)));
+  });
+}
+
+describe('sagaflow CLI with a dependency down', () => {
+  const ORDER = JSON.stringify(orders(1)[0]);
+  const UNKNOWN = '00000000-0000-4000-8000-000000000001';
+  const MODULE = ['--module', 'examples/order'];
+  const SECRET = 'hunter2-cli';
+
+  /** One line on stderr (at the default log level), no stack, no password, exit 1. */
+  function expectOneLine(r: Run, what: string, line: RegExp): void {
+    expect(r.code, `${what}: ${r.stderr}`).toBe(1);
+    expect(r.stderr, what).not.toMatch(STACK_LINE);
+    expect(r.stderr, what).not.toContain(SECRET);
+    const lines = r.stderr.split('\n').filter((l) => l.trim() !== '');
+    expect(lines, `${what}: ${r.stderr}`).toHaveLength(1);
+    expect(lines[0], what).toMatch(line);
+  }
+
+  it('Postgres down: every command that needs it says so in one line naming Postgres, its address and DATABASE_URL', async () => {
+    const port = await closedPort();
+    const commands: string[][] = [
+      ['migrate'],
+      ['health'],
+      ['worker', ...MODULE],
+      ['publish', 'PlaceOrder', ...MODULE, '--outbox', '--data', ORDER],
+      ['sagas', 'list'],
+      ['sagas', 'show', UNKNOWN],
+      ['replay', UNKNOWN, ...MODULE],
+      ['replay', '--status', 'failed', ...MODULE],
+      ['cancel', UNKNOWN, '--reason', 'test', ...MODULE],
+      ['dead-letters', 'list'],
+      ['dead-letters', 'show', '1'],
+      ['dead-letters', 'redrive', '1'],
+      ['dead-letters', 'discard', '1', '--reason', 'test'],
+      ['audit'],
+    ];
+    const runs = await runAll(commands, { DATABASE_URL: `postgres://postgres:${SECRET}@127.0.0.1:${port}/postgres`, LOG_LEVEL: 'info' });
+    const line = new RegExp(
+      `^sagaflow: (unhealthy: )?cannot connect to Postgres at postgres://postgres:\\*\\*\\*@127\\.0\\.0\\.1:${port}/postgres: connection refused \\(ECONNREFUSED\\); check DATABASE_URL$`,
+    );
+    runs.forEach((r, i) => expectOneLine(r, commands[i]!.join(' '), line));
+  }, 300_000);
+
+  it('a malformed DATABASE_URL is bad configuration (exit 2) naming the variable, not "Invalid URL"', async () => {
+    const r = await cliWith({ DATABASE_URL: `postgres://po stgres:${SECRET}@:::bad` }, 'sagas', 'list');
+    expectCleanFailure(r, 2, /^sagaflow: invalid configuration: DATABASE_URL: must be a postgres:\/\/ .*URL with a host/, { oneLine: true });
+    expect(r.stderr).not.toContain(SECRET);
+  });
+
+  it('RabbitMQ down: worker, publish and health --broker say so in one line naming RabbitMQ, its address and AMQP_URL', async () => {
+    await migrate(db, schema);
+    const port = await closedPort();
+    const commands = [['worker', ...MODULE], ['publish', 'PlaceOrder', ...MODULE, '--data', ORDER], ['health', '--broker']];
+    const runs = await runAll(commands, { SAGAFLOW_TRANSPORT: 'rabbitmq', AMQP_URL: `amqp://guest:${SECRET}@127.0.0.1:${port}`, LOG_LEVEL: 'info' });
+    const line = new RegExp(`^sagaflow: (unhealthy: )?cannot connect to RabbitMQ at amqp://guest:\\*\\*\\*@127\\.0\\.0\\.1:${port}: connection refused \\(ECONNREFUSED\\); check AMQP_URL$`);
+    runs.forEach((r, i) => expectOneLine(r, commands[i]!.join(' '), line));
+  });
+
+  it("Kafka down: one line naming Kafka and KAFKA_BROKERS, none of kafkajs' retry warnings, within the connect deadline", async () => {
+    await migrate(db, schema);
+    const port = await closedPort();
+    const commands = [['worker', ...MODULE], ['publish', 'PlaceOrder', ...MODULE, '--data', ORDER], ['health', '--broker']];
+    const started = Date.now();
+    const runs = await runAll(commands, { SAGAFLOW_TRANSPORT: 'kafka', KAFKA_BROKERS: `127.0.0.1:${port}`, LOG_LEVEL: 'info' });
+    const line = new RegExp(`^sagaflow: (unhealthy: )?cannot connect to Kafka at 127\\.0\\.0\\.1:${port}: (connection refused \\(ECONNREFUSED\\)|no answer within 5 s); check KAFKA_BROKERS$`);
+    runs.forEach((r, i) => expectOneLine(r, commands[i]!.join(' '), line));
+    console.log(`[cli] three commands with Kafka down ended in ${Date.now() - started} ms (each a process; the connect gives up after its retries)`);
+  });
+
+  it('serve with Postgres down: /healthz 200, /readyz and the API 503 until the database answers, then 200', async () => {
+    await migrate(db, schema);
+    const port = await closedPort();
+    const token = 'ops:cli-serve-token-0123456789:admin';
+    // The real database's URL (its credentials), pointed at a port where nothing answers yet.
+    const real = new URL(databaseUrl());
+    const down = new URL(databaseUrl());
+    down.host = `127.0.0.1:${port}`;
+    const s = await serve({ DATABASE_URL: down.toString(), SAGAFLOW_ADMIN_TOKENS: token });
+    let proxy: { close(): Promise<void> } | undefined;
+    try {
+      const auth = { authorization: 'Bearer cli-serve-token-0123456789' };
+      expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+      const notReady = await fetch(`${s.url}/readyz`);
+      expect(notReady.status).toBe(503);
+      expect(((await notReady.json()) as { error: { message: string } }).error.message).toBe('not ready: the database is unavailable');
+      expect((await fetch(`${s.url}/v1/sagas?limit=1`, { headers: auth })).status).toBe(503);
+      // The reason with the address is in the log, once (not once per check).
+      await waitFor('the not-ready line', () => s.stderr(), (e) => /admin API not ready/.test(e), { timeoutMs: 10_000 });
+      expect(s.stderr()).toMatch(new RegExp(`cannot connect to Postgres at postgres://[^ ]*127\\.0\\.0\\.1:${port}/[^ ]*: connection refused`));
+
+      // The database comes up on that address (a forwarder to the real one).
+      proxy = await forward(port, { host: real.hostname, port: Number(real.port || 5432) });
+      await waitFor('serve to become ready', async () => (await fetch(`${s.url}/readyz`)).status, (st) => st === 200, { timeoutMs: 20_000 });
+      expect((await fetch(`${s.url}/v1/sagas?limit=1`, { headers: auth })).status).toBe(200);
+      expect(s.stderr().match(/admin API not ready/g)).toHaveLength(1);
+      if (real.password) expect(s.stderr()).not.toContain(real.password);
+    } finally {
+      expect(await s.stop()).toBe(0);
+      await proxy?.close();
+    }
   });
 });

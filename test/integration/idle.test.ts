@@ -36,6 +36,7 @@ function counting(db: Db): { db: Db; count: () => number } {
     pool: db.pool,
     close: () => db.close(),
     connectListener: () => db.connectListener(),
+    connect: () => db.connect(),
     query: (text, values) => {
       n++;
       return db.query(text, values);

@@ -65,4 +65,34 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ SAGAFLOW_ADMIN_TOKENS: 'ops:short:admin' })).toThrow(/shorter than 16/);
     expect(loadConfig({ SAGAFLOW_ADMIN_TOKENS: 'ops:0123456789abcdef:admin,viewer:fedcba9876543210:read' }).adminTokens).toHaveLength(2);
   });
+
+  it('refuses malformed connection settings by name, never quoting a password', () => {
+    for (const [name, value] of [
+      ['DATABASE_URL', 'postgres://po stgres:hunter22@:::bad'],
+      ['DATABASE_URL', 'mysql://root:hunter22@127.0.0.1/db'],
+      ['DATABASE_URL', 'hunter22'],
+      ['AMQP_URL', 'http://guest:hunter22@127.0.0.1:5672'],
+      ['AMQP_URL', 'amqp//guest:hunter22@127.0.0.1'],
+      ['KAFKA_BROKERS', '127.0.0.1'],
+      ['KAFKA_BROKERS', 'a:1,,b:2'],
+    ] as const) {
+      let message = '';
+      try {
+        loadConfig({ [name]: value });
+      } catch (err) {
+        message = (err as Error).message;
+      }
+      expect(message, `${name}=${value}`).toMatch(new RegExp(`^invalid configuration: ${name}: `));
+      expect(message).not.toContain('hunter22');
+    }
+    // What node-postgres and amqplib accept still passes.
+    for (const env of [
+      { DATABASE_URL: 'postgresql://app:p%40ss@db.internal:6432/app?sslmode=require' },
+      { DATABASE_URL: '/var/run/postgresql' },
+      { AMQP_URL: 'amqps://u:p@rabbit:5671/vhost' },
+      { KAFKA_BROKERS: '[::1]:9092, kafka-0.kafka:9092' },
+    ]) {
+      expect(() => loadConfig(env), JSON.stringify(env)).not.toThrow();
+    }
+  });
 });

@@ -1,7 +1,7 @@
 import { assertSchemaCurrent } from '../../db/migrate.js';
 import { createDb } from '../../db/db.js';
 import { errorMessage } from '../../errors.js';
-import { createTransport } from '../../transport/create.js';
+import { brokerUnreachable, createTransport } from '../../transport/create.js';
 import type { CliContext } from '../context.js';
 
 /**
@@ -18,6 +18,7 @@ export async function healthCommand(ctx: CliContext, opts: { broker?: boolean })
     statementTimeoutMs: 2_000,
     queryTimeoutMs: 3_000,
     applicationName: 'sagaflow-health',
+    urlSetting: 'DATABASE_URL',
   });
   try {
     await db.query('SELECT 1');
@@ -25,7 +26,7 @@ export async function healthCommand(ctx: CliContext, opts: { broker?: boolean })
     if (opts.broker) {
       const transport = await Promise.race([
         createTransport(config, ctx.logger, { clientId: 'sagaflow-health' }),
-        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('broker did not answer within 5 s')), 5_000).unref()),
+        new Promise<never>((_, reject) => setTimeout(() => reject(brokerUnreachable(config, new Error('no answer within 5 s'))), 5_000).unref()),
       ]);
       await transport.close();
     }

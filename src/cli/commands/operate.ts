@@ -93,6 +93,12 @@ export async function cancelCommand(ctx: CliContext, id: string, opts: { module:
 
 const DL_STATUSES: readonly DeadLetterStatus[] = ['new', 'redriven', 'discarded'];
 
+/** Dead letter ids are the table's bigint ids: anything else is bad usage (exit 2), not an unknown id (exit 3). */
+export function parseDeadLetterId(id: string): string {
+  if (!/^\d{1,18}$/.test(id)) throw new UsageError(`dead letter id must be a positive integer (the id column of dead-letters list), got ${JSON.stringify(id.slice(0, 100))}`);
+  return id;
+}
+
 function dlOps(ctx: CliContext): DeadLetterOperations {
   return new DeadLetterOperations({ db: ctx.db(), schema: ctx.config.schema, logger: ctx.logger });
 }
@@ -115,7 +121,7 @@ export async function deadLettersList(
 }
 
 export async function deadLettersShow(ctx: CliContext, id: string, opts: { json?: boolean }): Promise<void> {
-  const d = await dlOps(ctx).show(id);
+  const d = await dlOps(ctx).show(parseDeadLetterId(id));
   if (opts.json) return printJson(d);
   const lines = Object.entries(d)
     .filter(([k]) => k !== 'body' && k !== 'headers')
@@ -129,14 +135,14 @@ export async function deadLettersRedrive(
   id: string,
   opts: { newId?: boolean; force?: boolean; reason?: string; dryRun?: boolean; json?: boolean; actor?: string },
 ): Promise<void> {
-  const r = await dlOps(ctx).redrive(id, actor(opts.actor), opts);
+  const r = await dlOps(ctx).redrive(parseDeadLetterId(id), actor(opts.actor), opts);
   if (opts.json) return printJson(r);
   process.stdout.write(`${r.outcome === 'dry-run' ? 'would redrive' : r.outcome === 'duplicate' ? 'already redriven' : 'redriven'} dead letter ${id} as message ${r.messageId}\n`);
 }
 
 export async function deadLettersDiscard(ctx: CliContext, id: string, opts: { reason?: string; json?: boolean; actor?: string }): Promise<void> {
   if (!opts.reason) throw new UsageError('--reason is required: say why the dead letter is discarded');
-  const r = await dlOps(ctx).discard(id, actor(opts.actor), { reason: opts.reason });
+  const r = await dlOps(ctx).discard(parseDeadLetterId(id), actor(opts.actor), { reason: opts.reason });
   if (opts.json) return printJson(r);
   process.stdout.write(`${r.outcome === 'duplicate' ? 'already discarded' : 'discarded'} dead letter ${id}\n`);
 }

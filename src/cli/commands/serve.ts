@@ -1,4 +1,3 @@
-import { assertSchemaCurrent } from '../../db/migrate.js';
 import { UsageError } from '../../errors.js';
 import { buildAdminServer } from '../../http/server.js';
 import { transitionSettings } from '../../transaction/transitions.js';
@@ -9,8 +8,11 @@ const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
 /**
  * `sagaflow serve`: the admin HTTP API on SAGAFLOW_ADMIN_HOST:SAGAFLOW_ADMIN_PORT (flags override),
- * authenticated with SAGAFLOW_ADMIN_TOKENS. Prints one JSON line when it listens, and on
- * SIGTERM/SIGINT stops accepting connections, lets requests in flight finish, and exits 0.
+ * authenticated with SAGAFLOW_ADMIN_TOKENS. It listens whether or not the database answers yet:
+ * /healthz says it is alive, /readyz answers 503 with the reason (and the API routes 503) until the
+ * database answers with a current schema, so an orchestrator can start everything in any order.
+ * Prints one JSON line when it listens, and on SIGTERM/SIGINT stops accepting connections, lets
+ * requests in flight finish, and exits 0.
  */
 export async function serveCommand(ctx: CliContext, opts: { module: string; host?: string; port?: string }): Promise<void> {
   const { config, logger } = ctx;
@@ -18,7 +20,6 @@ export async function serveCommand(ctx: CliContext, opts: { module: string; host
   const host = opts.host ?? config.adminHost;
   const mod = await loadModule(opts.module, process.env);
   const db = ctx.db();
-  await assertSchemaCurrent(db, config.schema);
   const app = buildAdminServer({
     db,
     schema: config.schema,
@@ -49,7 +50,7 @@ export async function serveCommand(ctx: CliContext, opts: { module: string; host
   process.on('SIGINT', () => stop('SIGINT'));
 
   const url = await app.listen({ host, port });
-  process.stdout.write(`${JSON.stringify({ event: 'admin-ready', url, pid: process.pid, tokens: config.adminTokens.length })}\n`);
+  process.stdout.write(`${JSON.stringify({ event: 'admin-listening', url, pid: process.pid, tokens: config.adminTokens.length })}\n`);
   await done;
 }
 

@@ -5,7 +5,7 @@ import type { Logger } from '../../log.js';
 import { KafkaAdmin } from './admin.js';
 import { classifyProduceError, type ProduceFailure } from './errors.js';
 import { groupTiming } from './group-timing.js';
-import { kafkaLogCreator, kafkaLogLevel } from './log.js';
+import { kafkaLogCreator, kafkaLogLevel, type KafkaLogGate } from './log.js';
 import { KafkaNames } from './names.js';
 import { KafkaSubscription, type KafkaSubscriptionStats, type SubscriptionSettings } from './subscription.js';
 import {
@@ -43,6 +43,8 @@ export interface KafkaTransportOptions {
   readonly requestTimeoutMs?: number;
   /** TCP connect timeout. Default 3,000. */
   readonly connectionTimeoutMs?: number;
+  /** The first connect (admin and producer, retries included) gives up after this. Default 15,000. */
+  readonly firstConnectDeadlineMs?: number;
   /** Unfinished records held per partition (running or waiting) before the partition is paused. Default 1,000. */
   readonly maxInFlightPerPartition?: number;
   /** Handlers running at once per subscription unless subscribe() says otherwise (its `prefetch`). Default 256. */
@@ -132,6 +134,7 @@ export async function createKafkaTransport(opts: KafkaTransportOptions): Promise
   const routes = new Set<string>([DEAD_LETTER_TOPIC]);
   let closed = false;
 
+  const connectLog: KafkaLogGate = { quiet: true };
   const config: KafkaConfig = {
     brokers: [...opts.brokers],
     clientId: opts.clientId,
@@ -139,7 +142,7 @@ export async function createKafkaTransport(opts: KafkaTransportOptions): Promise
     connectionTimeout: opts.connectionTimeoutMs ?? 3_000,
     retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 3_000 },
     logLevel: kafkaLogLevel(logger),
-    logCreator: kafkaLogCreator(logger),
+    logCreator: kafkaLogCreator(logger, connectLog),
     ...(opts.ssl !== undefined ? { ssl: opts.ssl } : {}),
     ...(opts.sasl !== undefined ? { sasl: opts.sasl } : {}),
   };
@@ -153,12 +156,24 @@ export async function createKafkaTransport(opts: KafkaTransportOptions): Promise
     // relay reschedules the rows, instead of hanging with its transaction open.
     retry: { retries: 5, initialRetryTime: 100, maxRetryTime: 2_000 },
   });
+  const deadlineMs = opts.firstConnectDeadlineMs ?? 15_000;
+  let deadline: NodeJS.Timeout | undefined;
   try {
-    await Promise.all([admin.connect(), producer.connect()]);
+    // Bounded even when every attempt hangs until its connection timeout (a blackholed address).
+    await Promise.race([
+      Promise.all([admin.connect(), producer.connect()]),
+      new Promise<never>((_, reject) => {
+        deadline = setTimeout(() => reject(new Error(`no broker answered within ${deadlineMs} ms`)), deadlineMs);
+      }),
+    ]);
   } catch (err) {
+    // The gate stays quiet: these clients are given up, their retries are nobody's concern.
     await Promise.allSettled([admin.disconnect(), producer.disconnect()]);
     throw new Error(`cannot connect to Kafka at ${opts.brokers.join(',')}: ${errorMessage(err)}`, { cause: err });
+  } finally {
+    clearTimeout(deadline);
   }
+  connectLog.quiet = false;
 
   const produce = async (topic: string, message: Message): Promise<void> => {
     await producer.send({ topic, acks: -1, messages: [message] });

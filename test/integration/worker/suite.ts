@@ -170,8 +170,9 @@ export function workerSuite(prefix: string) {
     row: StepRow,
     message: MessageDefinition,
     payload: unknown,
-    over: { id?: string; tenantId?: string; correlationId?: string } = {},
+    over: { id?: string; tenantId?: string; correlationId?: string; saga?: { readonly name: string; readonly topic: string } } = {},
   ): OutgoingMessage {
+    const saga = over.saga ?? orderSaga;
     const env: Envelope = {
       id: over.id ?? randomUUID(),
       type: message.type,
@@ -186,11 +187,11 @@ export function workerSuite(prefix: string) {
         [STEP_HEADERS.phase]: row.kind === 'compensation' ? 'compensation' : 'forward',
         [STEP_HEADERS.attempt]: String(row.attempt),
         [STEP_HEADERS.seq]: String(row.seq),
-        [STEP_HEADERS.sagaType]: orderSaga.name,
+        [STEP_HEADERS.sagaType]: saga.name,
       },
       payload,
     };
-    return { topic: orderSaga.topic, key: sagaId, id: env.id, type: env.type, body: encodeEnvelope(env) };
+    return { topic: saga.topic, key: sagaId, id: env.id, type: env.type, body: encodeEnvelope(env) };
   }
 
   async function effectsOf(orderIds: readonly string[]): Promise<Map<string, string[]>> {

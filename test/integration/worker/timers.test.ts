@@ -1,6 +1,9 @@
 /**
  * (c) a step timeout that falls due while the only worker is stopped fires exactly once after
  *     restart, with two new workers racing for it: one `timed_out` row per attempt.
+ * (c2) a saga whose timer transition throws (its step was renamed while it waited) is parked with
+ *     a visible reason and a counter, and cannot delay another saga's timer that falls due in the
+ *     same round; the reply for the renamed step is dead-lettered DEFINITION_MISMATCH at once.
  */
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
@@ -15,7 +18,7 @@ import { waitFor } from '../../helpers/wait.js';
 import { shape, workerSuite } from './suite.js';
 
 const suite = workerSuite('sf_wk_tm');
-const { startWorker, stopWorker, waitTerminal, steps, waitingOn, eventsFor, expectContiguous } = suite;
+const { startWorker, stopWorker, waitTerminal, steps, waitingOn, eventsFor, expectContiguous, replyTo } = suite;
 
 describe('(c) timers across a worker restart', () => {
   const TStart = defineMessage({ type: 'Tm.Start', topic: 'tm.start', schema: z.object({ n: z.number().int() }) });
@@ -120,3 +123,90 @@ describe('(c) timers across a worker restart', () => {
   });
 });
 
+
+describe('(c2) a saga whose timer transition throws', () => {
+  const PStart = defineMessage({ type: 'Tp.Start', topic: 'tp.start', schema: z.object({ n: z.number().int() }) });
+  const Reserve = defineMessage({ type: 'Tp.Reserve', topic: 'tp.void', schema: z.object({ n: z.number().int() }) });
+  const Reserved = defineMessage({ type: 'Tp.Reserved', schema: z.object({}) });
+  // Long enough to start both sagas (under two worker lifetimes) before either timer falls due.
+  const TIMEOUT_MS = 4_000;
+  const PARK_MS = 600_000;
+
+  /** The saga as deployed, then with its only step renamed: a saga waiting at the old name no longer fits. */
+  const sagaWithStep = (step: string) =>
+    defineSaga({ name: 'tparked', start: PStart, data: (s) => ({ n: s.n }) })
+      .step(step, { command: Reserve, payload: (d) => ({ n: d.n }), success: [Reserved], timeoutMs: TIMEOUT_MS, retry: { maxAttempts: 1 } })
+      .build();
+  const before: SagaflowModule = { sagas: [sagaWithStep('reserveStock')] };
+  const after: SagaflowModule = { sagas: [sagaWithStep('reserveItems')] };
+
+  async function silentTransport(): Promise<MemoryTransport> {
+    const tr = new MemoryTransport();
+    await tr.declare({ topics: [{ name: 'tp.void' }], consumers: [{ consumer: 'nobody', topics: ['tp.void'] }] });
+    return tr;
+  }
+
+  async function start(w: Awaited<ReturnType<typeof startWorker>>, n: number): Promise<string> {
+    const sagaId = randomUUID();
+    await w.transport.publisher.publish([createClient({ schema: suite.t.schema }).build(PStart, { n }, { sagaId })]);
+    return sagaId;
+  }
+
+  async function row(id: string) {
+    const { rows } = await suite.db.query<{ status: string; reason: string | null; version: number; wake_in_ms: number | null }>(
+      `SELECT status, reason, version, extract(epoch FROM (wake_at - now())) * 1000 AS wake_in_ms FROM "${suite.t.schema}".sagas WHERE id = $1`,
+      [id],
+    );
+    return rows[0]!;
+  }
+
+  it('is parked with its reason while the other saga of the same round fires on time; its reply is dead-lettered at once', async () => {
+    // The poisoned saga waits at reserveStock under the old definition...
+    const w1 = await startWorker({ module: before, transport: await silentTransport(), options: { timers: { parkMs: PARK_MS } } });
+    const poisoned = await start(w1, 1);
+    const poisonedRow = await waitingOn(poisoned, 'reserveStock');
+    await stopWorker(w1);
+    // ...a valid saga waits at reserveItems under the new one...
+    const w2 = await startWorker({ module: after, transport: await silentTransport(), options: { timers: { parkMs: PARK_MS } } });
+    const valid = await start(w2, 2);
+    await waitingOn(valid, 'reserveItems');
+    await stopWorker(w2);
+    expect(w1.worker.stats().timersFired + w2.worker.stats().timersFired, 'no timer fired before both sagas waited').toBe(0);
+    await waitFor(
+      'both timers to fall due with no worker running',
+      async () => (await suite.db.query<{ due: boolean }>(`SELECT bool_and(wake_at <= now()) AS due FROM "${suite.t.schema}".sagas WHERE id = ANY($1::uuid[])`, [[poisoned, valid]])).rows[0]!.due,
+      (due) => due === true,
+      { timeoutMs: TIMEOUT_MS + 10_000 },
+    );
+
+    // ...and one worker with the new definition claims both in one timer round.
+    const w3 = await startWorker({ module: after, transport: await silentTransport(), options: { timers: { parkMs: PARK_MS } } });
+    const [validEnd] = await waitTerminal([valid], 15_000);
+    expect(validEnd!.reason).toBe(`step reserveItems failed after 1 attempt(s): no reply within ${TIMEOUT_MS} ms`);
+    expect(shape(await steps(valid))).toEqual(['1:reserveItems/forward#1=timed_out']);
+
+    const parked = await waitFor('the poisoned saga to be parked', () => row(poisoned), (r) => r.reason !== null, { timeoutMs: 10_000 });
+    expect(parked.status).toBe('running');
+    expect(parked.version, 'parking is no transition').toBe(1);
+    expect(parked.reason).toMatch(/^parked: timer failed: saga tparked has no step reserveStock/);
+    // Tried again only after the park delay (database clock), not every second.
+    expect(Number(parked.wake_in_ms)).toBeGreaterThan(PARK_MS - 60_000);
+    expect(w3.worker.stats()).toMatchObject({ sagasParked: 1, timersFired: 1 });
+    expect(w3.log.count('timer round failed; isolating its sagas one by one')).toBe(1);
+    const warn = w3.log.lines.find((l) => /^saga parked: its timer failed/.test(l.msg));
+    expect(warn).toMatchObject({ level: 40, sagaId: poisoned, sagaType: 'tparked', code: 'DEFINITION_MISMATCH' });
+    expect(w3.log.count('timer round failed; retrying')).toBe(0);
+
+    // The participant's reply to the renamed step: it can never apply, so it is dead-lettered at once
+    // (not retried as a handler error), and the saga says so too.
+    const reply = replyTo(poisoned, poisonedRow, Reserved, {}, { saga: { name: 'tparked', topic: PStart.topic! } });
+    await w3.transport.publisher.publish([reply]);
+    const dl = await waitFor('the reply to be dead-lettered', () => w3.deadLetters.find((d) => d.messageId === reply.id), (d) => d !== undefined, { timeoutMs: 10_000 });
+    expect(dl).toMatchObject({ reasonCode: 'DEFINITION_MISMATCH', consumer: 'orchestrator.tparked' });
+    const { rows } = await suite.db.query<{ attempts: number | null }>(`SELECT attempts FROM "${suite.t.schema}".dead_letters WHERE message_id = $1`, [reply.id]);
+    expect(rows[0]!.attempts).toBe(1);
+    const afterReply = await waitFor('the reply to park the saga', () => row(poisoned), (r) => r.reason?.startsWith('parked: Tp.Reserved') === true, { timeoutMs: 5_000 });
+    expect(afterReply.reason).toContain('failed: saga tparked has no step reserveStock');
+    expect(w3.worker.stats().sagasParked).toBe(2);
+  });
+});
