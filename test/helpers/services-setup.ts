@@ -1,25 +1,37 @@
 /**
  * Where the test services come from, decided once per `vitest run` by test/global-setup.ts.
- * One resolver per service, each returning its address, where it came from and its own teardown.
- * For each service, in this order:
  *
- * 1. an explicit address from the environment: TEST_DATABASE_URL / DATABASE_URL, AMQP_URL,
- *    KAFKA_BROKERS (e.g. from `npm run kafka:start`);
- * 2. else, when a Docker engine answers (asked once, test/helpers/containers.ts), a container
- *    started with testcontainers for this run and removed in the teardown;
- * 3. else the local server (127.0.0.1:5432, :5672; `bash scripts/ensure-services.sh` starts
- *    installed-but-stopped ones) and, for Kafka, the project's own single-node broker
- *    (scripts/kafka/broker.ts), started here once and stopped in the teardown.
+ * SAGAFLOW_TEST_SERVICES picks the path (default `auto`):
  *
- * SAGAFLOW_TEST_DOCKER=off skips step 2 (local services on a machine that has Docker).
+ * - `auto`: for each service, an explicit address from the environment first (TEST_DATABASE_URL /
+ *   DATABASE_URL, AMQP_URL, KAFKA_BROKERS); for the others, containers (testcontainers) when an
+ *   engine answers AND every image they need is present or pulled within a short deadline
+ *   (test/helpers/containers.ts); otherwise the local services (127.0.0.1:5432 and :5672,
+ *   `bash scripts/ensure-services.sh` starts installed-but-stopped ones, and for Kafka the
+ *   project's own broker, scripts/kafka/broker.ts), with ONE loud line saying why containers were
+ *   not used. A machine whose engine cannot pull is never stranded: it runs on its local services.
+ * - `containers`, `local`, `env`: that path for every service, whatever else is there; a forced
+ *   path that cannot start fails the run with a message saying what is missing.
+ *
+ * Images: SAGAFLOW_POSTGRES_IMAGE, SAGAFLOW_RABBITMQ_IMAGE, SAGAFLOW_KAFKA_IMAGE (defaults: the
+ * official images). SAGAFLOW_TEST_DOCKER=off is the older spelling of "auto, never containers".
  * SAGAFLOW_TEST_KAFKA=skip starts no Kafka (kafkaBrokers is then '' and the Kafka test files skip
- * themselves). Every address is checked before any test runs: a service that does not answer
- * fails the run with a message saying how to provide it, instead of failing (or skipping) tests.
+ * themselves). Every address is checked before any test runs: a service that does not answer fails
+ * the run with a message saying how to provide it, instead of failing (or skipping) tests.
  */
 import { connect as amqpConnect } from 'amqplib';
 import pg from 'pg';
 import { startKafkaBroker, waitForKafkaReady, type KafkaBroker } from '../../scripts/kafka/broker.js';
-import { TEST_IMAGES, dockerAvailable, startKafkaContainer, startPostgresContainer, startRabbitMqContainer } from './containers.js';
+import {
+  IMAGE_VARIABLES,
+  checkContainers,
+  startKafkaContainer,
+  startPostgresContainer,
+  startRabbitMqContainer,
+  testImages,
+  type ContainerService,
+  type ContainersCheck,
+} from './containers.js';
 
 export interface ServiceUrls {
   databaseUrl: string;
@@ -27,6 +39,127 @@ export interface ServiceUrls {
   kafkaBrokers: string;
   source: string;
 }
+
+export const SERVICE_MODES = ['auto', 'containers', 'local', 'env'] as const;
+export type ServicesMode = (typeof SERVICE_MODES)[number];
+
+export type Choice =
+  | { readonly from: 'env'; readonly url: string }
+  | { readonly from: 'containers'; readonly image: string }
+  | { readonly from: 'local' }
+  | { readonly from: 'skip' };
+
+export interface ServicesPlan {
+  readonly mode: ServicesMode;
+  readonly postgres: Choice;
+  readonly rabbitmq: Choice;
+  readonly kafka: Choice;
+  /** Lines for the run's log; `warnings` are the loud ones (containers not used, Kafka skipped). */
+  readonly notes: string[];
+  readonly warnings: string[];
+  /** With containers: whether testcontainers' reaper (Ryuk) image is available. */
+  readonly reaper: boolean;
+}
+
+const SERVICES: readonly ContainerService[] = ['postgres', 'rabbitmq', 'kafka'];
+
+/** The address variable(s) of each service, first one set wins. */
+const ENV_ADDRESS: Readonly<Record<ContainerService, readonly string[]>> = {
+  postgres: ['TEST_DATABASE_URL', 'DATABASE_URL'],
+  rabbitmq: ['AMQP_URL'],
+  kafka: ['KAFKA_BROKERS'],
+};
+
+const HOW: Readonly<Record<ContainerService, string>> = {
+  postgres: 'set TEST_DATABASE_URL, run a Docker engine with the Postgres image, or start the local server (`bash scripts/ensure-services.sh`)',
+  rabbitmq: 'set AMQP_URL, run a Docker engine with the RabbitMQ image, or start the local server (`bash scripts/ensure-services.sh`)',
+  kafka: 'set KAFKA_BROKERS, run a Docker engine with the Kafka image, or let the project broker start (Java 17+, Maven once); SAGAFLOW_TEST_KAFKA=skip runs without the Kafka tests',
+};
+
+export function servicesMode(env: NodeJS.ProcessEnv): ServicesMode {
+  const raw = env.SAGAFLOW_TEST_SERVICES?.trim() || 'auto';
+  if (!(SERVICE_MODES as readonly string[]).includes(raw)) {
+    throw new Error(`SAGAFLOW_TEST_SERVICES=${raw} is not one of ${SERVICE_MODES.join(', ')}`);
+  }
+  return raw as ServicesMode;
+}
+
+function envAddress(service: ContainerService, env: NodeJS.ProcessEnv): string | undefined {
+  for (const name of ENV_ADDRESS[service]) {
+    const v = env[name]?.trim();
+    if (v) return v;
+  }
+  return undefined;
+}
+
+/**
+ * Decides where each service comes from. `check` is asked at most once, and only when some
+ * service would come from a container.
+ */
+export async function planServices(
+  env: NodeJS.ProcessEnv,
+  check: (images: string[]) => Promise<ContainersCheck> = (images) => checkContainers(images, { env }),
+): Promise<ServicesPlan> {
+  const mode = servicesMode(env);
+  const notes: string[] = [];
+  const warnings: string[] = [];
+  const images = testImages(env);
+  const skipKafka = env.SAGAFLOW_TEST_KAFKA === 'skip';
+  const needed = SERVICES.filter((s) => !(s === 'kafka' && skipKafka));
+  const choice: Record<ContainerService, Choice> = { postgres: { from: 'skip' }, rabbitmq: { from: 'skip' }, kafka: { from: 'skip' } };
+
+  let reaper = false;
+  if (skipKafka) warnings.push('SAGAFLOW_TEST_KAFKA=skip: every Kafka test is SKIPPED in this run');
+
+  if (mode === 'env') {
+    const missing = needed.filter((s) => envAddress(s, env) === undefined);
+    if (missing.length) {
+      throw new Error(
+        `SAGAFLOW_TEST_SERVICES=env, but no address is set for ${missing.map((s) => `${s} (${ENV_ADDRESS[s].join(' or ')})`).join(', ')}`,
+      );
+    }
+  }
+  const fromEnv = mode === 'auto' || mode === 'env';
+  if (mode === 'containers' || mode === 'local') {
+    const ignored = needed.flatMap((s) => ENV_ADDRESS[s].filter((name) => env[name]?.trim()));
+    if (ignored.length) notes.push(`SAGAFLOW_TEST_SERVICES=${mode}: ignoring ${ignored.join(', ')} from the environment`);
+  }
+
+  const rest: ContainerService[] = [];
+  for (const s of needed) {
+    const url = fromEnv ? envAddress(s, env) : undefined;
+    if (url !== undefined) choice[s] = { from: 'env', url };
+    else rest.push(s);
+  }
+
+  if (rest.length) {
+    let useContainers = mode === 'containers';
+    if (mode === 'auto' && env.SAGAFLOW_TEST_DOCKER === 'off') {
+      notes.push('SAGAFLOW_TEST_DOCKER=off: containers not tried');
+    } else if (mode === 'auto' || mode === 'containers') {
+      const wanted = rest.map((s) => images[s]);
+      const result = await check(wanted);
+      if (result.usable) {
+        useContainers = true;
+        reaper = result.ryuk;
+        notes.push(...result.notes);
+      } else if (mode === 'containers') {
+        throw new Error(
+          `SAGAFLOW_TEST_SERVICES=containers, but containers cannot serve this run: ${result.reason}\n` +
+            `Images: ${rest.map((s) => `${IMAGE_VARIABLES[s]}=${images[s]}`).join(', ')}.`,
+        );
+      } else {
+        warnings.push(`containers NOT used, running on the local services: ${result.reason}`);
+      }
+    }
+    for (const s of rest) choice[s] = useContainers ? { from: 'containers', image: images[s] } : { from: 'local' };
+  }
+  return { mode, postgres: choice.postgres, rabbitmq: choice.rabbitmq, kafka: choice.kafka, notes, warnings, reaper };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Starting and checking what the plan chose
+// ---------------------------------------------------------------------------------------------
 
 interface Resolved {
   readonly url: string;
@@ -37,29 +170,13 @@ interface Resolved {
 const nothing = async (): Promise<void> => {};
 const log = (m: string) => console.log(`[sagaflow tests] ${m}`);
 
-/** Asked at most once per run, and only when a service is not given by the environment. */
-let docker: Promise<boolean> | undefined;
-function useDocker(): Promise<boolean> {
-  docker ??= (async () => {
-    if (process.env.SAGAFLOW_TEST_DOCKER === 'off') {
-      log('docker: SAGAFLOW_TEST_DOCKER=off, using the local services');
-      return false;
-    }
-    const yes = await dockerAvailable();
-    log(yes ? 'docker: an engine answers, testcontainers provides what env does not' : 'docker: no engine answers, using the local services');
-    return yes;
-  })();
-  return docker;
-}
-
-const HOW = {
-  postgres: 'set TEST_DATABASE_URL, run a Docker engine (testcontainers starts Postgres), or start the local server (`bash scripts/ensure-services.sh`)',
-  rabbitmq: 'set AMQP_URL, run a Docker engine (testcontainers starts RabbitMQ), or start the local server (`bash scripts/ensure-services.sh`)',
-  kafka: 'set KAFKA_BROKERS, run a Docker engine (testcontainers starts Kafka), or let the project broker start (Java 17+, Maven once); SAGAFLOW_TEST_KAFKA=skip runs without the Kafka tests',
-};
+const LOCAL = {
+  postgres: 'postgres://postgres@127.0.0.1:5432/postgres',
+  rabbitmq: 'amqp://guest:guest@127.0.0.1:5672',
+} as const;
 
 /** Runs `check` against a resolved service; on failure tears it down and says how to provide one. */
-async function verified(name: keyof typeof HOW, r: Resolved, check: (url: string) => Promise<void>): Promise<Resolved> {
+async function verified(name: ContainerService, r: Resolved, check: (url: string) => Promise<void>): Promise<Resolved> {
   try {
     await check(r.url);
     return r;
@@ -73,11 +190,11 @@ async function verified(name: keyof typeof HOW, r: Resolved, check: (url: string
   }
 }
 
-async function fromContainer(name: keyof typeof HOW, image: string, start: () => Promise<{ url: string; stop(): Promise<void> }>): Promise<Resolved> {
+async function fromContainer(name: ContainerService, image: string, start: (image: string) => Promise<{ url: string; stop(): Promise<void> }>): Promise<Resolved> {
   const t0 = Date.now();
   try {
-    const c = await start();
-    return { url: c.url, source: `testcontainers ${image}, started in ${((Date.now() - t0) / 1000).toFixed(1)} s`, teardown: c.stop };
+    const c = await start(image);
+    return { url: c.url, source: `container ${image}, started in ${((Date.now() - t0) / 1000).toFixed(1)} s`, teardown: c.stop };
   } catch (err) {
     throw new Error(`testcontainers could not start ${name} (${image}): ${(err as Error).message}\nTo provide it otherwise: ${HOW[name]}.`, { cause: err });
   }
@@ -98,44 +215,32 @@ async function pingRabbitMq(url: string): Promise<void> {
   await conn.close();
 }
 
-async function resolvePostgres(): Promise<Resolved> {
-  const fromEnv = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
-  const r: Resolved = fromEnv
-    ? { url: fromEnv, source: 'env', teardown: nothing }
-    : (await useDocker())
-      ? await fromContainer('postgres', TEST_IMAGES.postgres, startPostgresContainer)
-      : { url: 'postgres://postgres@127.0.0.1:5432/postgres', source: 'local', teardown: nothing };
-  return verified('postgres', r, pingPostgres);
-}
-
-async function resolveRabbitMq(): Promise<Resolved> {
-  const fromEnv = process.env.AMQP_URL;
-  const r: Resolved = fromEnv
-    ? { url: fromEnv, source: 'env', teardown: nothing }
-    : (await useDocker())
-      ? await fromContainer('rabbitmq', TEST_IMAGES.rabbitmq, startRabbitMqContainer)
-      : { url: 'amqp://guest:guest@127.0.0.1:5672', source: 'local', teardown: nothing };
-  return verified('rabbitmq', r, pingRabbitMq);
+/** Postgres and RabbitMQ: an address from env, a container, or the local server. */
+async function resolveUrlService(
+  name: 'postgres' | 'rabbitmq',
+  c: Choice,
+  start: (image: string) => Promise<{ url: string; stop(): Promise<void> }>,
+  ping: (url: string) => Promise<void>,
+): Promise<Resolved> {
+  const r: Resolved =
+    c.from === 'env'
+      ? { url: c.url, source: 'env', teardown: nothing }
+      : c.from === 'containers'
+        ? await fromContainer(name, c.image, start)
+        : { url: LOCAL[name], source: 'local', teardown: nothing };
+  return verified(name, r, ping);
 }
 
 /** One broker per process even if resolveServices() were called twice (watch mode re-runs). */
 let projectBroker: Promise<KafkaBroker> | undefined;
 
-async function resolveKafka(): Promise<Resolved> {
-  const fromEnv = process.env.KAFKA_BROKERS;
-  if (fromEnv !== undefined && fromEnv.trim() !== '') {
-    return verified('kafka', { url: fromEnv.trim(), source: 'env', teardown: nothing }, (url) => waitForKafkaReady(url, { timeoutMs: 15_000 }));
+async function resolveKafka(c: Choice): Promise<Resolved> {
+  if (c.from === 'skip') return { url: '', source: 'skipped (SAGAFLOW_TEST_KAFKA=skip)', teardown: nothing };
+  if (c.from === 'env') {
+    return verified('kafka', { url: c.url, source: 'env', teardown: nothing }, (url) => waitForKafkaReady(url, { timeoutMs: 15_000 }));
   }
-  if (process.env.SAGAFLOW_TEST_KAFKA === 'skip') {
-    // An explicit, loud opt-out (no Java here), never a silent one.
-    console.warn('[sagaflow tests] WARNING: SAGAFLOW_TEST_KAFKA=skip: every Kafka test is SKIPPED in this run');
-    return { url: '', source: 'skipped (SAGAFLOW_TEST_KAFKA=skip)', teardown: nothing };
-  }
-  if (await useDocker()) {
-    const r = await fromContainer('kafka', TEST_IMAGES.kafka, async () => {
-      const c = await startKafkaContainer();
-      return { url: c.brokers, stop: c.stop };
-    });
+  if (c.from === 'containers') {
+    const r = await fromContainer('kafka', c.image, startKafkaContainer);
     return verified('kafka', r, (url) => waitForKafkaReady(url, { timeoutMs: 60_000 }));
   }
   const started = Date.now();
@@ -159,8 +264,27 @@ async function resolveKafka(): Promise<Resolved> {
   };
 }
 
-export async function resolveServices(): Promise<{ urls: ServiceUrls; teardown: () => Promise<void> }> {
-  const results = await Promise.allSettled([resolvePostgres(), resolveRabbitMq(), resolveKafka()]);
+export interface ResolveOptions {
+  env?: NodeJS.ProcessEnv;
+  /** Replaces the engine check (tests of the selection itself). */
+  check?: (images: string[]) => Promise<ContainersCheck>;
+}
+
+export async function resolveServices(opts: ResolveOptions = {}): Promise<{ urls: ServiceUrls; plan: ServicesPlan; teardown: () => Promise<void> }> {
+  const env = opts.env ?? process.env;
+  const plan = await planServices(env, opts.check);
+  for (const n of plan.notes) log(n);
+  for (const w of plan.warnings) console.warn(`[sagaflow tests] WARNING: ${w}`);
+  if (SERVICES.some((s) => plan[s].from === 'containers') && !plan.reaper) {
+    // testcontainers reads this when it first needs its reaper; without the reaper image, our own
+    // teardown and the next run's clean-up (checkContainers) remove the containers.
+    process.env.TESTCONTAINERS_RYUK_DISABLED = 'true';
+  }
+  const results = await Promise.allSettled([
+    resolveUrlService('postgres', plan.postgres, startPostgresContainer, pingPostgres),
+    resolveUrlService('rabbitmq', plan.rabbitmq, startRabbitMqContainer, pingRabbitMq),
+    resolveKafka(plan.kafka),
+  ]);
   const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failures.length) {
     // Stop what did start (containers, the broker) before failing the run.
@@ -174,9 +298,10 @@ export async function resolveServices(): Promise<{ urls: ServiceUrls; teardown: 
     kafkaBrokers: kafka.url,
     source: `postgres=${postgres.source}, rabbitmq=${rabbit.source}, kafka=${kafka.source}`,
   };
-  log(`services: ${urls.source}${kafka.url ? ` (kafka at ${kafka.url})` : ''}`);
+  log(`services (SAGAFLOW_TEST_SERVICES=${plan.mode}): ${urls.source}${kafka.url ? ` (kafka at ${kafka.url})` : ''}`);
   return {
     urls,
+    plan,
     teardown: async () => {
       const settled = await Promise.allSettled([kafka.teardown(), rabbit.teardown(), postgres.teardown()]);
       const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');

@@ -25,7 +25,7 @@ import { parse as parseYaml } from 'yaml';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { DEFAULT_KAFKA_VERSION } from '../../scripts/kafka/broker.js';
 import { envSchema, loadConfig } from '../../src/config.js';
-import { TEST_IMAGES } from '../helpers/containers.js';
+import { DEFAULT_IMAGES } from '../helpers/containers.js';
 import { adminClient, uniqueName } from '../helpers/db.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -149,9 +149,10 @@ describe('docker-compose.yml', () => {
   });
 
   it('runs the images the testcontainers setup uses, and the Kafka release the local broker runs', () => {
-    expect(S.postgres!.image).toBe(TEST_IMAGES.postgres);
-    expect(S.rabbitmq!.image).toBe(TEST_IMAGES.rabbitmq);
+    expect(S.postgres!.image).toBe(DEFAULT_IMAGES.postgres);
+    expect(S.rabbitmq!.image).toBe(DEFAULT_IMAGES.rabbitmq);
     expect(kafkaOverride.services.kafka!.image).toBe(`apache/kafka:${DEFAULT_KAFKA_VERSION}`);
+    expect(kafkaOverride.services.kafka!.image).toBe(DEFAULT_IMAGES.kafka);
   });
 
   it('postgres: named data volume, TCP readiness check', () => {
