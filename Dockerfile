@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # The sagaflow image: the `sagaflow` CLI (worker, migrate, publish, serve, replay, ...) with the
 # order example, on Node 20.
 #
@@ -20,6 +18,11 @@
 # into the container, are still loaded by `--module my-module.ts`.
 #
 # Configuration is environment only (see README, src/config.ts); nothing secret is baked in.
+#
+# Only classic Dockerfile syntax (no `# syntax=` line, no RUN --mount): BuildKit would pull its
+# frontend image from a registry, and the legacy builder (Compose v1) must build it too. The base
+# is a build argument: `--build-arg NODE_IMAGE=...` (docker-compose.yml passes SAGAFLOW_NODE_IMAGE),
+# e.g. the stand-in of scripts/docker/offline-images.sh on an engine that cannot pull.
 
 ARG NODE_IMAGE=node:20-bookworm-slim
 
