@@ -119,6 +119,7 @@ export interface ContainerState {
   health: string | undefined;
   exitCode: number;
   restartCount: number;
+  startedAt: string;
 }
 
 export async function inspect(ids: readonly string[]): Promise<ContainerState[]> {
@@ -128,7 +129,7 @@ export async function inspect(ids: readonly string[]): Promise<ContainerState[]>
     Id: string;
     Name: string;
     RestartCount: number;
-    State: { Status: string; ExitCode: number; Health?: { Status: string } };
+    State: { Status: string; ExitCode: number; StartedAt: string; Health?: { Status: string } };
   }[];
   return raw.map((c) => ({
     id: c.Id,
@@ -137,5 +138,6 @@ export async function inspect(ids: readonly string[]): Promise<ContainerState[]>
     health: c.State.Health?.Status,
     exitCode: c.State.ExitCode,
     restartCount: c.RestartCount,
+    startedAt: c.State.StartedAt,
   }));
 }

@@ -194,7 +194,7 @@ export interface Counts {
   failed: number;
 }
 
-export async function statusCounts(db: Db, env: E2EEnv): Promise<Counts> {
+export async function statusCounts(db: Db, env: Pick<E2EEnv, 'schema'>): Promise<Counts> {
   const { rows } = await db.query<{ status: keyof Counts; n: number }>(`SELECT status, count(*)::int AS n FROM "${env.schema}".sagas GROUP BY status`);
   const c: Counts = { running: 0, compensating: 0, completed: 0, compensated: 0, failed: 0 };
   for (const r of rows) c[r.status] = r.n;
@@ -219,7 +219,7 @@ export async function waitAllTerminal(db: Db, env: E2EEnv, n: number, timeoutMs 
  * effect applied exactly once as its outcome requires (never twice); compensations in reverse
  * order; saga versions contiguous with the transitions taken; nothing left in the outbox; no dead letters.
  */
-export async function checkInvariants(db: Db, env: E2EEnv, expect: { sagas: number; completed: number; compensated: number }): Promise<string[]> {
+export async function checkInvariants(db: Db, env: Pick<E2EEnv, 'schema' | 'exampleSchema'>, expect: { sagas: number; completed: number; compensated: number }): Promise<string[]> {
   const problems: string[] = [];
   const s = `"${env.schema}"`;
   const t = exampleTables(env.exampleSchema);

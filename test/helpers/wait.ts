@@ -18,7 +18,8 @@ export async function waitFor<T>(
       throw new Error(`timed out after ${opts.timeoutMs ?? 30_000} ms waiting for ${what}; last value: ${safeJson(last)}`);
     }
     await new Promise((r) => setTimeout(r, interval));
-    interval = Math.min(interval * 1.5, 250);
+    // Backs off to 250 ms, or to the given interval when a caller asks for slower polling.
+    interval = Math.min(interval * 1.5, Math.max(250, opts.intervalMs ?? 0));
   }
 }
 
