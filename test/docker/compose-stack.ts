@@ -1,6 +1,7 @@
 /**
  * One run of the compose stack as a user runs it (`up -d --build`), driven from outside like an
- * operator: 1,000 orders through the stack's own publisher service in three waves, a participant
+ * operator: the services healthy in order (the workers by the image's own HEALTHCHECK, which also
+ * fails when their database does not answer), 1,000 orders through the stack's own publisher service in three waves, a participant
  * `docker kill`ed mid-run and brought back by compose, another one crashed mid-run (its worker
  * process SIGKILLed inside the container) and brought back by its restart policy, the outcome read
  * through the admin API, the effects ledger and saga table checked for nothing lost and nothing
@@ -152,6 +153,7 @@ export class ComposeStack {
     const participants = await this.waitHealthy('participants', 2);
     await this.waitHealthy('admin', 1);
     this.time('services healthy after up', tHealthy, undefined);
+    await this.workersRunTheImageHealthcheck(participants[0]!.id);
 
     const runId = randomBytes(3).toString('hex');
     const orders = makeOrders(ORDERS, { runId, failEvery: FAIL_EVERY });
@@ -225,6 +227,22 @@ export class ComposeStack {
     // migrate ran once: the same container, never started again.
     expect(await this.containers('migrate')).toEqual(oneShots.slice(0, 1));
     this.time('scenario from up to checks', t0, undefined);
+  }
+
+  /**
+   * The workers' health comes from the image's own HEALTHCHECK (compose declares none for them),
+   * and that check fails, with its reason, when the database does not answer: run in the worker's
+   * container with the database address pointed at a closed port of the container itself.
+   */
+  private async workersRunTheImageHealthcheck(worker: string): Promise<void> {
+    const fromImage = await docker(['inspect', '-f', '{{json .Config.Healthcheck}}', 'sagaflow:local']);
+    const inContainer = await docker(['inspect', '-f', '{{json .Config.Healthcheck}}', worker]);
+    expect(JSON.parse(inContainer)).toEqual(JSON.parse(fromImage));
+    const check = (JSON.parse(fromImage) as { Test: string[] }).Test;
+    expect(check[0]).toBe('CMD-SHELL');
+    const down = await run('docker', ['exec', '-e', 'DATABASE_URL=postgres://sagaflow:x@127.0.0.1:1/sagaflow', worker, '/bin/sh', '-c', check[1]!], { timeoutMs: 60_000 });
+    expect(down.code, down.stdout).toBe(1);
+    expect(down.stderr).toMatch(/unhealthy/);
   }
 
   /** `down -v`; then nothing of the project is left (containers, volumes, network). */
