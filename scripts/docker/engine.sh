@@ -55,7 +55,8 @@ stop() {
   [ -f "$STATE.pid" ] || { dlog "no dockerd started by this script; nothing to stop"; return; }
   local pid
   pid="$(cat "$STATE.pid")"
-  if kill -0 "$pid" 2> /dev/null; then
+  # A state file left by a run that died may name a pid that is now another process: only a dockerd is stopped.
+  if kill -0 "$pid" 2> /dev/null && tr '\0' ' ' < "/proc/$pid/cmdline" 2> /dev/null | grep -q '^dockerd\b'; then
     dlog "stopping dockerd pid $pid"
     kill -TERM "$pid"
     local deadline=$((SECONDS + 60))
