@@ -34,7 +34,7 @@ PREFIX="${SAGAFLOW_OFFLINE_PREFIX:-sagaflow-offline}"
 SUITE=bookworm
 NODE_RANGE="${SAGAFLOW_OFFLINE_NODE:-20}"
 CA_BUNDLE="${SAGAFLOW_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
-KAFKA_VERSION="${SAGAFLOW_KAFKA_VERSION:-$(sed -n "s/^export const DEFAULT_KAFKA_VERSION = '\(.*\)';/\1/p" "$ROOT/scripts/kafka/broker.ts")}"
+KAFKA_VERSION="${SAGAFLOW_KAFKA_VERSION:-$(sed -n "s/^export const DEFAULT_KAFKA_VERSION = '\(.*\)';/\1/p" "$ROOT"/scripts/kafka/*.ts | head -n1)}"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/sagaflow/docker-offline"
 mkdir -p "$CACHE/logs"
 
