@@ -61,7 +61,7 @@ USER 1000:1000
 # Liveness for the long-running commands (`sagaflow health --broker`): the configuration parses,
 # the database answers with these credentials, the schema is at the migration this image knows,
 # and the broker accepts a connection. docker-compose.yml uses the same check for the workers and
-# /healthz for `serve`. A new Node process per check: 30 s deadline, since one was seen taking 9 s
+# /readyz (ready: database answers, schema current) for `serve`. A new Node process per check: 30 s deadline, since one was seen taking 9 s
 # on a loaded 2-core machine.
 HEALTHCHECK --interval=15s --timeout=30s --start-period=30s --retries=3 \
   CMD node /app/bin/sagaflow.js health --broker || exit 1

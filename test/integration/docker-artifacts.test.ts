@@ -293,7 +293,7 @@ describe('docker-compose.yml', () => {
     const cfg = loadConfig(env(a));
     expect(cfg.adminHost).toBe('0.0.0.0');
     expect(containerPorts(a)).toEqual([cfg.adminPort]);
-    expect(healthTest(a).join(' ')).toContain(`http://127.0.0.1:${cfg.adminPort}/healthz`);
+    expect(healthTest(a).join(' ')).toContain(`http://127.0.0.1:${cfg.adminPort}/readyz`);
   });
 
   it('the workers run the image HEALTHCHECK: they declare none and are built from the Dockerfile, which has one', () => {
@@ -585,12 +585,12 @@ function run(file: string, args: string[], opts: { timeoutMs?: number } = {}): P
 }
 
 describe('the admin service health check command (its failing side; test/docker/ shows it passing)', () => {
-  it('exits 0 on 200 from /healthz, 1 on 503 or nothing listening', async () => {
+  it('exits 0 on 200 from /readyz, 1 on 503 or nothing listening', async () => {
     const [kind, ...argv] = healthTest(base.services.admin!);
     expect(kind).toBe('CMD');
     let status = 200;
     const server: Server = createServer((req, res) => {
-      res.statusCode = req.url === '/healthz' ? status : 404;
+      res.statusCode = req.url === '/readyz' ? status : 404;
       res.end('{}');
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
