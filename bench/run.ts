@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- --transport rabbitmq|kafka|memory --sagas N [--json]`
  *
- * The reference workload of PERFORMANCE.md: the order saga (reserve stock, charge, ship; every
+ * The reference workload (docs/performance.md): the order saga (reserve stock, charge, ship; every
  * 10th order fails at shipping and is compensated), with the orchestrator and the participants in
  * separate worker processes (memory: one process, it cannot cross processes). Prints a table and,
  * last, one JSON line. It measures; it never fails on a timing.

@@ -17,7 +17,7 @@ export interface ClaimedBatch {
 /**
  * The inbox step every consumer's transaction starts with: keep the first copy of each message id
  * in the batch, claim them all in one statement, and sort out what is new, what is a duplicate
- * (acknowledged and skipped) and what reuses an id with another body (ID_CONFLICT, RELIABILITY §B
+ * (acknowledged and skipped) and what reuses an id with another body (ID_CONFLICT, docs/fault-matrix.md "Bad input"
  * row 13), whether the other copy is in this batch or was seen before.
  */
 export async function claimBatch(tx: Queryable, inbox: InboxStore, consumer: string, items: readonly Inbound[], logger: Logger): Promise<ClaimedBatch> {

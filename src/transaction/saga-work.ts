@@ -26,7 +26,7 @@ export interface SagaConsumerDeps {
 const RETRYABLE_REJECTIONS: ReadonlySet<RejectionCode> = new Set(['UNKNOWN_SAGA']);
 
 /**
- * The orchestrator's transaction over a batch of start messages and replies, per DESIGN.md §3:
+ * The orchestrator's transaction over a batch of start messages and replies, (docs/architecture.md, "The transaction, in detail"):
  * claim in the inbox, lock the sagas, decide, save, write the outbox - for all of them at once.
  */
 export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {

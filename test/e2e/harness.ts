@@ -1,7 +1,7 @@
 /**
  * End-to-end harness: real worker PROCESSES (`node bin/sagaflow.js worker ...`) talking through a
  * real broker and a real Postgres, orders published from the test, faults injected from outside
- * (SIGKILL, broker connection kills), and the RELIABILITY.md checker run at the end.
+ * (SIGKILL, broker connection kills), and the invariants checker (docs/guarantees.md) run at the end.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdtempSync, readFileSync } from 'node:fs';
@@ -215,7 +215,7 @@ export async function waitAllTerminal(db: Db, env: E2EEnv, n: number, timeoutMs 
 }
 
 /**
- * The RELIABILITY.md checker for the order example: every saga terminal; every participant
+ * The invariants checker (docs/guarantees.md) for the order example: every saga terminal; every participant
  * effect applied exactly once as its outcome requires (never twice); compensations in reverse
  * order; saga versions contiguous with the transitions taken; nothing left in the outbox; no dead letters.
  */
@@ -362,7 +362,7 @@ export function kafkaName(env: E2EEnv, name: string): string {
 }
 
 /**
- * RELIABILITY K8: a consumer group's committed offset is never ahead of what the database recorded
+ * docs/fault-matrix.md K8: a consumer group's committed offset is never ahead of what the database recorded
  * as processed. For every partition of `topic`, every message below the group's committed offset
  * must be in the consumer's inbox (or its dead letters). The inbox is read AFTER the offsets, and
  * only grows, so a check taken mid-run is valid too.

@@ -57,7 +57,7 @@ afterEach(async () => {
   await cleanupRabbit(run.env).catch(() => undefined);
   await dropSchemas(run.db, run.env);
   await run.db.close();
-  // A graceful stop drains and exits 0 (the SIGTERM path, RELIABILITY W6).
+  // A graceful stop drains and exits 0 (the SIGTERM path, docs/fault-matrix.md W6).
   expect(codes.every((c) => c === 0 || c === null)).toBe(true);
 });
 

@@ -1,8 +1,8 @@
 /**
  * An idle worker stays idle: once nothing has happened for its idle window, it sends no query to
  * Postgres at all (with the idle poll off), while a saga still runs to completion when work comes
- * (NOTIFY and its own writes wake it, not a timer). PERFORMANCE.md: "no polling queries while
- * nothing happens".
+ * (NOTIFY and its own writes wake it, not a timer): see "An idle worker costs nothing" in
+ * docs/performance.md.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import orderModuleFactory from '../../examples/order/index.js';

@@ -2,7 +2,7 @@
  * The inbox and the transactional outbox against a real Postgres over real connections:
  * (a) two CONCURRENT transactions claiming one message id for one consumer: the second blocks on
  *     the first, exactly one wins and the other sees a duplicate (or a conflict for another body);
- * (b) the relay publishes rows committed out of id order (RELIABILITY P7: no `id > last` watermark);
+ * (b) the relay publishes rows committed out of id order (docs/fault-matrix.md P7: no `id > last` watermark);
  * (c) two relays over 2,000 due rows: all published once, outbox empty; a relay killed between
  *     the broker confirm and its COMMIT causes exactly that batch to be published again, nothing lost;
  * (d) LISTEN/NOTIFY: a relay that never polls publishes a row written by `client.send(.., { tx })`

@@ -1,5 +1,5 @@
 /**
- * Kafka faults at transport level (RELIABILITY.md A.4 and D 7-10), against a real single-node broker
+ * Kafka faults at transport level (docs/fault-matrix.md, Kafka rows), against a real single-node broker
  * that this file starts for itself (scripts/kafka/broker.ts) because it kills and restarts it:
  *
  * - K8 / D9: committed offsets (admin.fetchOffsets) never pass a record whose handler has not

@@ -1,5 +1,5 @@
 /**
- * The migration runner against a real Postgres (DESIGN.md §6.13):
+ * The migration runner against a real Postgres (docs/architecture.md, "Where things are kept"):
  * - `migrate()` applies 0001 exactly once and a second run applies nothing;
  * - four `migrate()` calls racing on a fresh schema (four pools, as four processes would) all
  *   succeed and the schema is migrated exactly once (the advisory lock serialises them);

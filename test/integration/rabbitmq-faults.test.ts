@@ -1,5 +1,5 @@
 /**
- * RabbitMQ faults at transport level, against the real local broker (RELIABILITY.md A.3):
+ * RabbitMQ faults at transport level, against the real local broker (docs/fault-matrix.md, RabbitMQ rows):
  * R1 connection closed by the broker under load, R6 consumer cancelled by the server, R9/W9 poison
  * messages (app-side attempts, and the quorum delivery limit for a handler that never settles),
  * and D1 outstanding confirms failing on a channel close or a confirm timeout instead of hanging.

@@ -1,5 +1,5 @@
 /**
- * Bad input never escapes as anything but a PermanentError with its reason code (RELIABILITY §B),
+ * Bad input never escapes as anything but a PermanentError with its reason code (docs/fault-matrix.md, "Bad input"),
  * checked row by row and then by property-based fuzzing of the whole decode path.
  */
 import fc from 'fast-check';

@@ -16,7 +16,7 @@ export interface Task {
  * What one subscription knows about one topic-partition: the records dispatched to handlers and not
  * yet finished, per-key queues, and the commit watermark.
  *
- * The commit algorithm (RELIABILITY K8): records are dispatched in offset order and finish in any
+ * The commit algorithm (docs/fault-matrix.md, K8): records are dispatched in offset order and finish in any
  * order (different keys run concurrently). The offset that may be committed is the offset of the
  * FIRST dispatched record that has not finished; when every dispatched record has finished, it is
  * the offset after the last one dispatched (`fetchedUpTo`). Everything below the committed offset

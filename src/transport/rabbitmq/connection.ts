@@ -106,7 +106,7 @@ export class ConnectionManager {
 
   async #open(): Promise<ChannelModel> {
     const model = await connect(withHeartbeat(this.#o.url, this.#o.heartbeatSec), {
-      // amqplib leaves Nagle on; in request/reply traffic it costs ~20x (PERFORMANCE.md).
+      // amqplib leaves Nagle on; in request/reply traffic it costs ~20x (measured: docs/performance.md).
       noDelay: true,
       // Bounds the TCP connect + AMQP handshake; amqplib clears it once the connection is open.
       timeout: 10_000,
@@ -186,7 +186,7 @@ export class ConnectionManager {
 }
 
 /**
- * Heartbeats on: without them a black-holed TCP link hangs until OS keepalive (RELIABILITY R4).
+ * Heartbeats on: without them a black-holed TCP link hangs until OS keepalive (docs/fault-matrix.md).
  * amqplib 2.x treats `heartbeat=0` as "disable" (v2.0.0 changelog), so the value is always explicit.
  * A heartbeat already in the URL wins.
  */

@@ -90,7 +90,7 @@ const NACKED = 'message nacked';
  * Publishes on confirm channels with many confirms in flight: every message of a call is written
  * at once (waiting only for 'drain' when amqplib's write buffer is full) and the call resolves
  * when the broker confirmed them all. Awaiting each confirm caps a channel at a few hundred
- * messages/s (PERFORMANCE.md). Every outcome is bounded:
+ * messages/s (docs/performance.md). Every outcome is bounded:
  * - `basic.return` (mandatory, no queue bound) arrives before that message's ack -> UNROUTABLE;
  *   a confirm alone would be silent loss, since the broker confirms unroutable messages.
  * - a channel close fails everything outstanding on it -> CHANNEL_CLOSED. amqplib (>= 1.0.5) calls
