@@ -13,6 +13,12 @@ const csvInts = z
   .regex(/^\d+(,\d+)*$/, 'comma-separated milliseconds, e.g. 200,1000,5000')
   .transform((s) => s.split(',').map(Number));
 
+/** A duration like 30d, 12h, 45m, 90s (retention windows); parsed to milliseconds. */
+const duration = z
+  .string()
+  .regex(/^\d+(s|m|h|d)$/, 'a duration like 30d, 12h, 45m or 90s')
+  .transform((s) => Number(s.slice(0, -1)) * { s: 1e3, m: 6e4, h: 36e5, d: 864e5 }[s.slice(-1) as 's']);
+
 /** Topic of domain events unless SAGAFLOW_EVENTS_TOPIC says otherwise. */
 export const DEFAULT_EVENTS_TOPIC = 'sagaflow.events';
 
@@ -78,6 +84,12 @@ export const envSchema = z.object({
   SAGAFLOW_ADMIN_TOKENS: z.string().default(''),
   SAGAFLOW_ADMIN_HOST: z.string().default('127.0.0.1'),
   SAGAFLOW_ADMIN_PORT: int(0, 65535).default(8080),
+  /** Retention of finished work (`sagaflow prune`): see src/ops/retention.ts for each window's reason. */
+  SAGAFLOW_RETAIN_FINISHED_SAGAS: duration.prefault('30d'),
+  SAGAFLOW_RETAIN_FAILED_SAGAS: duration.prefault('90d'),
+  SAGAFLOW_RETAIN_INBOX: duration.prefault('14d'),
+  SAGAFLOW_RETAIN_RESOLVED_DEAD_LETTERS: duration.prefault('30d'),
+  SAGAFLOW_RETAIN_AUDIT: duration.prefault('365d'),
   /** Reliability testing only: publish every outgoing message twice. */
   SAGAFLOW_FAULT_DUPLICATE_PUBLISH: z.enum(['0', '1']).default('0'),
 });
@@ -129,6 +141,13 @@ function toConfig(e: Env) {
     adminTokens: parseAdminTokens(e.SAGAFLOW_ADMIN_TOKENS),
     adminHost: e.SAGAFLOW_ADMIN_HOST,
     adminPort: e.SAGAFLOW_ADMIN_PORT,
+    retention: {
+      finishedSagasMs: e.SAGAFLOW_RETAIN_FINISHED_SAGAS,
+      failedSagasMs: e.SAGAFLOW_RETAIN_FAILED_SAGAS,
+      inboxMs: e.SAGAFLOW_RETAIN_INBOX,
+      resolvedDeadLettersMs: e.SAGAFLOW_RETAIN_RESOLVED_DEAD_LETTERS,
+      auditMs: e.SAGAFLOW_RETAIN_AUDIT,
+    },
     faults: { duplicatePublish: e.SAGAFLOW_FAULT_DUPLICATE_PUBLISH === '1' },
   };
 }

@@ -7,6 +7,7 @@ import { healthCommand } from './commands/health.js';
 import { migrateCommand } from './commands/migrate.js';
 import { auditCommand, cancelCommand, deadLettersDiscard, deadLettersList, deadLettersRedrive, deadLettersShow, replayCommand } from './commands/operate.js';
 import { publishCommand } from './commands/publish.js';
+import { pruneCommand } from './commands/prune.js';
 import { sagasList, sagasShow } from './commands/sagas.js';
 import { serveCommand } from './commands/serve.js';
 import { workerCommand } from './commands/worker.js';
@@ -79,6 +80,14 @@ program
   .option('--outbox', 'write through the outbox (a running worker relays it) instead of publishing directly')
   .option('--json', 'print the result as JSON')
   .action(withContext((ctx, type: string, opts) => publishCommand(ctx, type, opts)));
+
+program
+  .command('prune')
+  .description('delete finished sagas, inbox rows, resolved dead letters and audit rows older than the retention windows (SAGAFLOW_RETAIN_*)')
+  .option('--dry-run', 'count what would be deleted, delete nothing')
+  .option('--batch <n>', 'rows per transaction (default 2000)')
+  .option('--json', 'print JSON')
+  .action(withContext((ctx, opts) => pruneCommand(ctx, opts)));
 
 const sagas = program.command('sagas').description('inspect sagas');
 sagas
