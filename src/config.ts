@@ -87,7 +87,7 @@ export const envSchema = z.object({
   /** Retention of finished work (`sagaflow prune`): see src/ops/retention.ts for each window's reason. */
   SAGAFLOW_RETAIN_FINISHED_SAGAS: duration.prefault('30d'),
   SAGAFLOW_RETAIN_FAILED_SAGAS: duration.prefault('90d'),
-  SAGAFLOW_RETAIN_INBOX: duration.prefault('14d'),
+  SAGAFLOW_RETAIN_INBOX: duration.prefault('7d'),
   SAGAFLOW_RETAIN_RESOLVED_DEAD_LETTERS: duration.prefault('30d'),
   SAGAFLOW_RETAIN_AUDIT: duration.prefault('365d'),
   /** Reliability testing only: publish every outgoing message twice. */

@@ -1,5 +1,6 @@
 import type { Db } from '../db/db.js';
 import { quoteSchema } from '../db/db.js';
+import { InboxStore } from '../inbox/store.js';
 import type { Logger } from '../log.js';
 
 /**
@@ -17,6 +18,7 @@ export interface RetentionPolicy {
    * exceed the longest time a message can wait in the broker (queue TTL, Kafka retention, a
    * consumer reset to earliest). A start command for a saga still in the sagas table stays
    * harmless (the saga id is derived from it), which is why the saga windows should be longer.
+   * Workers prune their inbox rows by this window themselves (after activity); prune does too.
    */
   readonly inboxMs: number;
   /** Dead letters already redriven or discarded (new ones are never pruned). */
@@ -28,7 +30,7 @@ const DAY = 86_400_000;
 export const DEFAULT_RETENTION: RetentionPolicy = {
   finishedSagasMs: 30 * DAY,
   failedSagasMs: 90 * DAY,
-  inboxMs: 14 * DAY,
+  inboxMs: 7 * DAY,
   resolvedDeadLettersMs: 30 * DAY,
   auditMs: 365 * DAY,
 };
@@ -115,7 +117,8 @@ export async function prune(db: Db, schema: string, opts: PruneOptions): Promise
       );
       return r.rowCount ?? 0;
     });
-  await drain('inbox', simpleBatch('inbox', 'received_at < now() - $1::interval', p.inboxMs));
+  const inbox = new InboxStore(schema);
+  await drain('inbox', () => inbox.prune(db, p.inboxMs, n));
   await drain('dead_letters', simpleBatch('dead_letters', `status <> 'new' AND resolved_at < now() - $1::interval`, p.resolvedDeadLettersMs));
   await drain('audit_log', simpleBatch('audit_log', 'at < now() - $1::interval', p.auditMs));
 

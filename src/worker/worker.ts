@@ -114,6 +114,7 @@ export function workerOptionsFrom(config: Config, extra: Partial<WorkerOptions> 
     outboxGraceMs: config.outboxGraceMs,
     relay: polls,
     timers: polls,
+    inboxRetentionMs: config.retention.inboxMs,
     ...extra,
   };
 }
