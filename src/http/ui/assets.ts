@@ -94,6 +94,8 @@ button.primary { background: #1d5fb8; color: #fff; border-color: #1d5fb8; }
 button.danger { background: var(--fail); color: #fff; border-color: var(--fail); }
 .actions { display: grid; grid-template-columns: repeat(auto-fit, minmax(300px, 1fr)); gap: 12px; }
 .actions form { display: flex; flex-direction: column; gap: 8px; }
+.actions form button { align-self: flex-start; }
+.card table { font-size: 13px; }
 .flash { padding: 10px 12px; border-radius: 6px; margin: 8px 0 14px; border: 1px solid; }
 .flash.ok { background: #e8f5ec; border-color: var(--ok); }
 .flash.err { background: #fdecea; border-color: var(--fail); }

@@ -24,9 +24,9 @@ ${SAGA_STATUSES.map((s) => html`<a class="card" href="/ui/sagas?status=${s}"><di
 <div class="cards">
 <section class="card" aria-labelledby="h-dl"><h2 id="h-dl">Dead letters waiting</h2>
 <div class="big"><a href="/ui/dead-letters?status=new">${waiting}</a></div>
-${f.deadLetters.length ? html`<table><thead><tr><th>reason</th><th>consumer</th><th class="num">n</th></tr></thead><tbody>
+${f.deadLetters.length ? html`<div class="scroll"><table><thead><tr><th>reason</th><th>consumer</th><th class="num">n</th></tr></thead><tbody>
 ${f.deadLetters.map((d) => html`<tr><td><a href="/ui/dead-letters?status=new&amp;reason=${encodeURIComponent(d.reasonCode)}">${d.reasonCode}</a></td><td>${d.consumer}</td><td class="num">${d.n}</td></tr>`)}
-</tbody></table>` : html`<p class="muted">none</p>`}
+</tbody></table></div>` : html`<p class="muted">none</p>`}
 </section>
 <section class="card" aria-labelledby="h-old"><h2 id="h-old">Oldest running saga</h2>
 ${f.oldestRunning
