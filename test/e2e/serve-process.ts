@@ -1,9 +1,7 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, readFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { E2EEnv } from './harness.js';
-
-const ROOT = new URL('../../', import.meta.url).pathname;
+import { spawnSagaflow, type E2EEnv } from './harness.js';
 
 /** `sagaflow serve` as a real process on a free port; resolves its URL from the listening line. */
 export class ServeProcess {
@@ -20,15 +18,9 @@ export class ServeProcess {
   }
 
   async start(timeoutMs = 60_000): Promise<string> {
-    const log = createWriteStream(this.logFile, { flags: 'a' });
-    const child = spawn(process.execPath, [join(ROOT, 'bin/sagaflow.js'), 'serve', '--module', join(ROOT, 'examples/order'), '--host', '127.0.0.1', '--port', '0'], {
-      cwd: ROOT,
-      env: { ...process.env, ...this.env.vars, ...this.extraVars },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const { child, log, exit } = spawnSagaflow(this.env, ['serve', '--host', '127.0.0.1', '--port', '0'], this.extraVars, this.logFile);
     this.child = child;
-    child.stderr!.pipe(log);
-    this.#exit = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+    this.#exit = exit;
     this.url = await new Promise<string>((resolve, reject) => {
       let out = '';
       const timer = setTimeout(() => reject(new Error(`serve not listening within ${timeoutMs} ms; log: ${this.logFile}`)), timeoutMs);

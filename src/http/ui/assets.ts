@@ -118,7 +118,7 @@ tr.failpoint { background: #fdecea; }
 .kv dt { color: var(--muted); }
 .kv dd { margin: 0; overflow-wrap: anywhere; }
 .pager { margin-top: 10px; display: flex; gap: 12px; align-items: center; }
-.chart svg { width: 100%; height: auto; max-height: 260px; background: var(--card); border: 1px solid var(--line); border-radius: 8px; }
+.chart svg { display: block; width: 100%; height: auto; background: var(--card); border: 1px solid var(--line); border-radius: 8px; }
 .legend { display: flex; gap: 14px; font-size: 13px; margin: 4px 0; }
 .legend span::before { content: ""; display: inline-block; width: 10px; height: 10px; margin-right: 5px; background: currentColor; }
 .login { max-width: 420px; margin: 60px auto; }

@@ -3,7 +3,7 @@ import { isoTime } from './format.js';
 import { html, type Html } from './html.js';
 
 const COLOURS = { completed: '#1f7a3d', compensated: '#c98a00', failed: '#b3261e' } as const;
-const W = 760;
+const W = 1000;
 const H = 220;
 const PAD = { left: 40, right: 10, top: 12, bottom: 30 };
 
