@@ -5,6 +5,7 @@ import { OverviewQueries, WINDOWS, type Window } from '../../ops/overview.js';
 import { SAGA_STATUSES, type SagaStatus } from '../../saga/state.js';
 import type { AuthFailureLimiter } from '../auth-failures.js';
 import type { TokenVerifier } from '../auth.js';
+import type { RateLimiter } from '../rate-limit.js';
 import { HttpError, mapError, parseInput } from '../errors.js';
 import { decodeSagaCursor, encodeSagaCursor, idCursorSchema, page as keysetPage, UUID } from '../pagination.js';
 import { redactPlan } from '../routes/sagas.js';
@@ -36,6 +37,8 @@ export interface UiDeps {
   readonly schema: string;
   readonly verifier: TokenVerifier;
   readonly failures: AuthFailureLimiter | undefined;
+  /** The API's per-token budget, shared: a session spends from its token's name. */
+  readonly limiter: RateLimiter | undefined;
   readonly whenReady: () => Promise<void>;
   readonly sessions?: SessionOptions;
 }
@@ -159,13 +162,18 @@ export function uiRoutes(app: FastifyInstance, deps: UiDeps): void {
   // Everything else needs a session; POSTs also need this origin and the session's CSRF token.
   void app.register(async (ui) => {
     ui.addHook('onRequest', async (request, reply) => {
-      const s = sessions.touch(cookieValue(request));
+      const s = sessions.touch(cookieValue(request), request.headers['x-sagaflow-live'] === undefined);
       if (!s) {
         if (request.method === 'GET') return reply.code(303).header('location', '/ui/login').send();
         throw new HttpError(401, 'UNAUTHORIZED', 'not signed in (or the session ended); sign in again');
       }
       request.uiSession = s;
       request.principal = s.principal;
+      const wait = deps.limiter?.take(s.principal.name) ?? 0;
+      if (wait > 0) {
+        const seconds = Math.max(1, Math.ceil(wait / 1000));
+        throw new HttpError(429, 'RATE_LIMITED', `too many requests for token ${s.principal.name}; retry in ${seconds} s`, undefined, { 'retry-after': String(seconds) });
+      }
     });
     ui.addHook('preHandler', async (request) => {
       if (request.method !== 'POST') return;

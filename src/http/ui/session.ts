@@ -56,8 +56,11 @@ export class SessionStore {
     return s;
   }
 
-  /** The live session with this id, its idle expiry pushed back; undefined when unknown or expired. */
-  touch(id: string | undefined): Session | undefined {
+  /**
+   * The live session with this id, undefined when unknown or expired. Its idle expiry is pushed
+   * back unless `extend` is false: a page's automatic refresh must not keep an abandoned tab signed in.
+   */
+  touch(id: string | undefined, extend = true): Session | undefined {
     if (!id) return undefined;
     const s = this.#sessions.get(id);
     if (!s) return undefined;
@@ -66,7 +69,7 @@ export class SessionStore {
       this.#sessions.delete(id);
       return undefined;
     }
-    s.expiresAt = t + this.#idleMs;
+    if (extend) s.expiresAt = t + this.#idleMs;
     return s;
   }
 
