@@ -209,7 +209,9 @@ export function buildAdminServer(deps: AdminServerDeps): FastifyInstance {
   );
   if (deps.ui !== false) {
     // Its own plugin scope: the HTML error pages, form parser and CSP stay out of the JSON API.
-    void app.register(async (ui) => uiRoutes(ui, { ctx, schema: deps.schema, verifier, failures, limiter, whenReady, ...(deps.ui ? { sessions: deps.ui } : {}) }));
+    void app.register(async (ui) => uiRoutes(ui, { ctx, schema: deps.schema, verifier, failures, limiter, whenReady, ...(deps.ui ? { sessions: deps.ui } : {}) }), {
+      prefix: '/ui',
+    });
   }
 
   return app;

@@ -275,6 +275,13 @@ describe('pages', () => {
     expect(nf.headers['content-type']).toContain('text/html');
     const bad = await req('GET', '/ui/sagas?status=bogus', { cookie: a.cookie });
     expect(bad.statusCode).toBe(400);
+    const none = await req('GET', '/ui/no-such-page', { cookie: a.cookie });
+    expect(none.statusCode).toBe(404);
+    expect(none.headers['content-type']).toContain('text/html');
+    expect(String(none.headers['content-security-policy'])).toContain("script-src 'self'");
+    const api = await req('GET', '/v1/no-such-route');
+    expect(api.headers['content-type']).toContain('application/json');
+    expect(api.headers['content-security-policy']).toBeUndefined();
   });
 });
 

@@ -134,16 +134,21 @@ export function uiRoutes(app: FastifyInstance, deps: UiDeps): void {
     return send(reply, m.status, errorPage(m.status, m.code, m.message, request.id, s !== null));
   });
 
-  // Assets need no session: the login page uses them too.
-  app.get('/ui/assets/app.js', async (_req, reply) => reply.type('text/javascript; charset=utf-8').send(APP_JS));
-  app.get('/ui/assets/app.css', async (_req, reply) => reply.type('text/css; charset=utf-8').send(APP_CSS));
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0]!.slice(0, 200);
+    return send(reply, 404, errorPage(404, 'NOT_FOUND', `no page ${request.method} ${path}`, request.id, sessions.touch(cookieValue(request), false) !== undefined));
+  });
 
-  app.get('/ui/login', async (request, reply) => {
+  // Assets need no session: the login page uses them too.
+  app.get('/assets/app.js', async (_req, reply) => reply.type('text/javascript; charset=utf-8').send(APP_JS));
+  app.get('/assets/app.css', async (_req, reply) => reply.type('text/css; charset=utf-8').send(APP_CSS));
+
+  app.get('/login', async (request, reply) => {
     if (sessions.touch(cookieValue(request))) return reply.code(303).header('location', '/ui').send();
     return send(reply, 200, loginPage());
   });
 
-  app.post('/ui/login', async (request, reply) => {
+  app.post('/login', async (request, reply) => {
     if (!sameOrigin(request)) throw new HttpError(403, 'CSRF', 'the sign-in form must be sent from this dashboard');
     const blockedMs = deps.failures?.refuse(request.ip, request.log) ?? 0;
     if (blockedMs > 0) return send(reply.header('retry-after', String(Math.ceil(blockedMs / 1000))), 429, loginPage('Too many failed sign-ins from this address; wait and try again.'));
@@ -224,19 +229,19 @@ export function uiRoutes(app: FastifyInstance, deps: UiDeps): void {
       }
     }
 
-    ui.post('/ui/logout', { config: { access: 'read' } }, async (request, reply) => {
+    ui.post('/logout', { config: { access: 'read' } }, async (request, reply) => {
       sessions.end(request.uiSession!.id);
       return reply.code(303).header('set-cookie', clearedCookie(secure)).header('location', '/ui/login').send();
     });
 
-    ui.get('/ui', async (request, reply) => {
+    ui.get('/', async (request, reply) => {
       const w = (request.query as { window?: unknown }).window;
       const window: Window = typeof w === 'string' && w in WINDOWS ? (w as Window) : '1h';
       const figures = await overview.figures(ctx.db, window);
       return show(request, reply, 'Overview', 'overview', overviewPage(figures, window, new Date()));
     });
 
-    ui.get('/ui/sagas', async (request, reply) => {
+    ui.get('/sagas', async (request, reply) => {
       const q = parseInput(listQuery, request.query, 'query');
       const status = q.status || undefined;
       const type = q.type || undefined;
@@ -257,7 +262,7 @@ export function uiRoutes(app: FastifyInstance, deps: UiDeps): void {
       return show(request, reply, 'Sagas', 'sagas', sagaListPage({ status, type, since: q.since || undefined }, types, p.items, p.nextCursor));
     });
 
-    ui.get('/ui/sagas/:id', async (request, reply) => {
+    ui.get('/sagas/:id', async (request, reply) => {
       const { id } = parseInput(sagaIdParams, request.params, 'path');
       const saga = await ctx.sagaStore.get(ctx.db, id);
       if (!saga) throw new HttpError(404, 'NOT_FOUND', `no saga ${id}`);
@@ -269,7 +274,7 @@ export function uiRoutes(app: FastifyInstance, deps: UiDeps): void {
       if (fromStep !== undefined && !knownSteps.has(fromStep)) throw new HttpError(400, 'BAD_REQUEST', `no saga defines a step ${JSON.stringify(fromStep)}`);
     };
 
-    ui.post('/ui/sagas/:id/replay/plan', async (request, reply) => {
+    ui.post('/sagas/:id/replay/plan', async (request, reply) => {
       const { id } = parseInput(sagaIdParams, request.params, 'path');
       const f = parseInput(replayForm, request.body, 'body');
       checkStep(f.fromStep);
@@ -277,7 +282,7 @@ export function uiRoutes(app: FastifyInstance, deps: UiDeps): void {
       return show(request, reply, 'Replay plan', 'sagas', planPage(viewerOf(request), 'replay', redactPlan(r.plan)!, f, randomUUID()));
     });
 
-    ui.post('/ui/sagas/:id/replay', async (request, reply) => {
+    ui.post('/sagas/:id/replay', async (request, reply) => {
       const { id } = parseInput(sagaIdParams, request.params, 'path');
       const f = parseInput(replayForm, request.body, 'body');
       checkStep(f.fromStep);
@@ -286,14 +291,14 @@ export function uiRoutes(app: FastifyInstance, deps: UiDeps): void {
       return reply.code(303).header('location', `/ui/sagas/${id}`).send();
     });
 
-    ui.post('/ui/sagas/:id/cancel/plan', async (request, reply) => {
+    ui.post('/sagas/:id/cancel/plan', async (request, reply) => {
       const { id } = parseInput(sagaIdParams, request.params, 'path');
       const f = parseInput(cancelForm, request.body, 'body');
       const r = await ctx.sagaOps.cancel(id, actor(request), { reason: f.reason, dryRun: true });
       return show(request, reply, 'Cancel plan', 'sagas', planPage(viewerOf(request), 'cancel', redactPlan(r.plan)!, f, randomUUID()));
     });
 
-    ui.post('/ui/sagas/:id/cancel', async (request, reply) => {
+    ui.post('/sagas/:id/cancel', async (request, reply) => {
       const { id } = parseInput(sagaIdParams, request.params, 'path');
       const f = parseInput(cancelForm, request.body, 'body');
       const r = await ctx.sagaOps.cancel(id, actor(request, f.key), { reason: f.reason });
@@ -301,7 +306,7 @@ export function uiRoutes(app: FastifyInstance, deps: UiDeps): void {
       return reply.code(303).header('location', `/ui/sagas/${id}`).send();
     });
 
-    ui.get('/ui/dead-letters', async (request, reply) => {
+    ui.get('/dead-letters', async (request, reply) => {
       const q = parseInput(dlQuery, request.query, 'query');
       const filter = { status: q.status || undefined, consumer: q.consumer || undefined, reason: q.reason || undefined };
       const [rows, figures] = await Promise.all([
@@ -312,13 +317,13 @@ export function uiRoutes(app: FastifyInstance, deps: UiDeps): void {
       return show(request, reply, 'Dead letters', 'dead-letters', deadLetterListPage(filter, figures, p.items, p.nextCursor));
     });
 
-    ui.get('/ui/dead-letters/:id', async (request, reply) => {
+    ui.get('/dead-letters/:id', async (request, reply) => {
       const { id } = parseInput(deadLetterIdParams, request.params, 'path');
       const [d, audit] = await Promise.all([ctx.deadLetters.show(id), ctx.audit.list(ctx.db, { targetId: id, limit: 50 })]);
       return show(request, reply, `Dead letter #${id}`, 'dead-letters', deadLetterPage(viewerOf(request), d, audit.filter((a) => a.targetType === 'dead_letter')));
     });
 
-    ui.post('/ui/dead-letters/:id/redrive', async (request, reply) => {
+    ui.post('/dead-letters/:id/redrive', async (request, reply) => {
       const { id } = parseInput(deadLetterIdParams, request.params, 'path');
       const f = parseInput(redriveForm, request.body, 'body');
       const r = await ctx.deadLetters.redrive(id, actor(request), { newId: f.newId, force: f.force, reason: f.reason });
@@ -326,7 +331,7 @@ export function uiRoutes(app: FastifyInstance, deps: UiDeps): void {
       return reply.code(303).header('location', `/ui/dead-letters/${id}`).send();
     });
 
-    ui.post('/ui/dead-letters/:id/discard', async (request, reply) => {
+    ui.post('/dead-letters/:id/discard', async (request, reply) => {
       const { id } = parseInput(deadLetterIdParams, request.params, 'path');
       const f = parseInput(discardForm, request.body, 'body');
       const r = await ctx.deadLetters.discard(id, actor(request), { reason: f.reason });
