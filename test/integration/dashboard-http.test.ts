@@ -321,6 +321,23 @@ describe('actions', () => {
     expect(back.body).toMatch(/flash err/);
   });
 
+  it('replay from a step with force shows which succeeded steps run again; an unknown step is a 400', async () => {
+    const a = await login(ADMIN);
+    const id = failedIds[0]!;
+    const noForce = await req('POST', `/ui/sagas/${id}/replay/plan`, { cookie: a.cookie, form: { _csrf: a.csrf, reason: 'rerun stock', fromStep: 'reserveStock' } });
+    expect(noForce.statusCode).toBe(303);
+    expect((await req('GET', noForce.headers.location as string, { cookie: a.cookie })).body).toContain('NEEDS_FORCE');
+    const plan = await req('POST', `/ui/sagas/${id}/replay/plan`, { cookie: a.cookie, form: { _csrf: a.csrf, reason: 'rerun stock', fromStep: 'reserveStock', force: '1' } });
+    expect(plan.statusCode).toBe(200);
+    expect(plan.body).toContain('runs again');
+    expect(plan.body).toContain('ReserveStock');
+    expect(plan.body).toMatch(/name="force" value="1"/);
+    expect(plan.body).toMatch(/name="fromStep" value="reserveStock"/);
+    const unknown = await req('POST', `/ui/sagas/${id}/replay/plan`, { cookie: a.cookie, form: { _csrf: a.csrf, reason: 'x', fromStep: 'nope' } });
+    expect(unknown.statusCode).toBe(400);
+    expect(await statuses([id])).toEqual(['failed']);
+  });
+
   it('discard needs a reason and marks the dead letter', async () => {
     const a = await login(ADMIN);
     const none = await req('POST', `/ui/dead-letters/${binaryId}/discard`, { cookie: a.cookie, form: { _csrf: a.csrf, reason: '' } });

@@ -79,16 +79,20 @@ ${rows.map((a) => html`<tr><td>${isoTime(a.at)}</td><td>${a.actor}</td><td>${a.a
 
 function actions(viewer: Viewer, saga: Saga, def: SagaDefinition | undefined): Html {
   if (!isAdmin(viewer)) return html``;
-  const running = saga.status === 'running' || saga.status === 'compensating';
+  // The engine replays only failed sagas and cancels only running ones: other forms would only be refused.
+  const running = saga.status === 'running';
+  if (saga.status !== 'failed' && !running) return html``;
   return html`<section aria-labelledby="h-actions"><h2 id="h-actions">Actions</h2><div class="actions">
-<form method="post" action="/ui/sagas/${saga.id}/replay/plan" class="card" id="replay-form">
+${saga.status === 'failed'
+    ? html`<form method="post" action="/ui/sagas/${saga.id}/replay/plan" class="card" id="replay-form">
 ${csrfField(viewer)}
 <strong>Replay</strong>
 <label>From step<select name="fromStep"><option value="">where it stopped</option>${(def?.steps ?? []).map((s) => html`<option>${s.name}</option>`)}</select></label>
 <label class="inline"><input type="checkbox" name="force" value="1"> force (run steps that already succeeded again)</label>
 <label>Reason (kept in the audit trail)<input name="reason" required maxlength="1000"></label>
 <button type="submit" class="primary">Show replay plan</button>
-</form>
+</form>`
+    : ''}
 ${running
     ? html`<form method="post" action="/ui/sagas/${saga.id}/cancel/plan" class="card" id="cancel-form">
 ${csrfField(viewer)}
