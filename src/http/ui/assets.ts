@@ -14,16 +14,19 @@ document.addEventListener('submit', function (ev) {
 });
 
 // Live refresh: every element with data-live and an id is replaced by its newer version from the
-// same URL, unless the page is hidden, the operator is typing in a form, or the box is unticked.
+// same URL, unless the page is hidden, the operator is busy (below), or the box is unticked.
 (function () {
   var live = document.querySelectorAll('[data-live][id]');
   if (live.length === 0) return;
   var toggle = document.getElementById('live-toggle');
   var stamp = document.getElementById('live-stamp');
   var seconds = Number(live[0].getAttribute('data-live')) || 5;
+  // Busy: typing in a form, or keyboard focus inside a live region (replacing it would drop the focus).
   function busy() {
     var a = document.activeElement;
-    return !!a && !!a.closest && !!a.closest('form') && a.tagName !== 'BUTTON' && a.id !== 'live-toggle';
+    if (!a || a === document.body || !a.closest) return false;
+    if (a.closest('[data-live]')) return true;
+    return !!a.closest('form') && a.tagName !== 'BUTTON' && a.id !== 'live-toggle';
   }
   function tick() {
     if (document.hidden || busy() || (toggle && !toggle.checked)) return;
