@@ -21,6 +21,8 @@ import { auditRoutes } from './routes/audit.js';
 import { deadLetterRoutes } from './routes/dead-letters.js';
 import { sagaRoutes } from './routes/sagas.js';
 import type { RouteContext } from './shared.js';
+import type { SessionOptions } from './ui/session.js';
+import { uiRoutes } from './ui/routes.js';
 
 /**
  * The admin HTTP API (JSON over Fastify): the operator actions of the CLI (list and show sagas,
@@ -40,6 +42,7 @@ import type { RouteContext } from './shared.js';
  *   POST /v1/dead-letters/:id/redrive      admin  { newId?, force?, reason?, dryRun? }
  *   POST /v1/dead-letters/:id/discard      admin  { reason }
  *   GET  /v1/audit                         read   ?target&action&limit&cursor -> { items, nextCursor }
+ *   GET  /ui ...                           the operator dashboard (HTML, session cookie; see ui/routes.ts)
  *
  * Errors are `{ error: { code, message }, requestId }`: 400 bad input, 401 no/unknown token,
  * 403 role too low, 404 unknown target, 409 the target's state refuses the action, 413 body too
@@ -65,6 +68,8 @@ export interface AdminServerDeps {
   readonly authFailures?: AuthFailureOptions | false;
   /** How /readyz and the background check retry and cache (see readiness.ts). */
   readonly readiness?: ReadinessOptions;
+  /** The dashboard under /ui (see ui/routes.ts): its sessions' lifetime and cookie; false leaves it out. */
+  readonly ui?: SessionOptions | false;
 }
 
 /**
@@ -191,9 +196,10 @@ export function buildAdminServer(deps: AdminServerDeps): FastifyInstance {
     }
   };
 
+  const verifier = new TokenVerifier(deps.tokens);
   void app.register(
     async (v1) => {
-      v1.addHook('onRequest', authHook({ verifier: new TokenVerifier(deps.tokens), limiter, failures, onForbidden }));
+      v1.addHook('onRequest', authHook({ verifier, limiter, failures, onForbidden }));
       v1.addHook('onRequest', whenReady);
       sagaRoutes(v1, ctx);
       deadLetterRoutes(v1, ctx);
@@ -201,6 +207,12 @@ export function buildAdminServer(deps: AdminServerDeps): FastifyInstance {
     },
     { prefix: '/v1' },
   );
+  if (deps.ui !== false) {
+    // Its own plugin scope: the HTML error pages, form parser and CSP stay out of the JSON API.
+    void app.register(async (ui) => uiRoutes(ui, { ctx, schema: deps.schema, verifier, failures, limiter, whenReady, ...(deps.ui ? { sessions: deps.ui } : {}) }), {
+      prefix: '/ui',
+    });
+  }
 
   return app;
 }

@@ -89,6 +89,22 @@ export async function testTransport(env: E2EEnv): Promise<Transport> {
   return createTransport(config, silentLogger(), { clientId: `${env.schema}-test` });
 }
 
+/**
+ * `node bin/sagaflow.js <command> --module examples/order ...` with the test's environment; stderr
+ * goes to `logFile`, stdout is left to the caller (it watches for a ready line, then writes it to `log`).
+ */
+export function spawnSagaflow(env: E2EEnv, args: readonly string[], extraVars: Record<string, string>, logFile: string) {
+  const log = createWriteStream(logFile, { flags: 'a' });
+  const child = spawn(process.execPath, [join(ROOT, 'bin/sagaflow.js'), args[0]!, '--module', join(ROOT, 'examples/order'), ...args.slice(1)], {
+    cwd: ROOT,
+    env: { ...process.env, ...env.vars, ...extraVars },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stderr!.pipe(log);
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, log, exit };
+}
+
 export class WorkerProcess {
   child: ChildProcess | undefined;
   readonly logFile: string;
@@ -107,15 +123,9 @@ export class WorkerProcess {
   /** Starts the process and resolves when it printed its ready line (fails if it exits first). */
   async start(timeoutMs = 60_000): Promise<void> {
     this.starts++;
-    const log = createWriteStream(this.logFile, { flags: 'a' });
-    const child = spawn(process.execPath, [join(ROOT, 'bin/sagaflow.js'), 'worker', '--module', join(ROOT, 'examples/order'), '--role', this.role, '--name', this.name], {
-      cwd: ROOT,
-      env: { ...process.env, ...this.env.vars, ...this.extraVars },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const { child, log, exit } = spawnSagaflow(this.env, ['worker', '--role', this.role, '--name', this.name], this.extraVars, this.logFile);
     this.child = child;
-    child.stderr!.pipe(log);
-    this.#exit = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+    this.#exit = exit;
     await new Promise<void>((resolve, reject) => {
       let out = '';
       const timer = setTimeout(() => reject(new Error(`${this.name} not ready within ${timeoutMs} ms; log: ${this.logFile}`)), timeoutMs);
