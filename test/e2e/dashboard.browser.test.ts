@@ -8,10 +8,13 @@
  *   - a read-only user finds no action buttons, and a POST forged from its page is refused (403);
  *   - keyboard (skip link first), no CSP violation, no horizontal scrolling on a narrow window;
  *   - screenshots of the overview, a compensated saga's timeline and a dead letter are written to
- *     docs/screenshots/ (the README shows them).
+ *     a temporary directory (printed), or to docs/screenshots/ (the README shows them) when
+ *     SAGAFLOW_UPDATE_SCREENSHOTS=1, so an ordinary run leaves the checkout clean.
  * Skips, loudly, only when /usr/bin/chromium is absent (.ci/run installs it).
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { chromium } from 'playwright-core';
@@ -31,7 +34,10 @@ if (!HAVE_CHROMIUM) {
 
 const ADMIN_TOKEN = 'adm-browser-7c1e4b9a2d5f8e30';
 const READ_TOKEN = 'rd-browser-3a9d6c2f1e8b4a70';
-const SHOTS = new URL('../../docs/screenshots/', import.meta.url).pathname;
+const SHOTS =
+  process.env.SAGAFLOW_UPDATE_SCREENSHOTS === '1'
+    ? new URL('../../docs/screenshots/', import.meta.url).pathname
+    : `${mkdtempSync(join(tmpdir(), 'sagaflow-screenshots-'))}/`;
 // Chromium's background traffic off: no component updates, no sync, no field trials, no metrics.
 const QUIET_ARGS = [
   '--disable-background-networking',
@@ -96,6 +102,7 @@ describe.skipIf(!HAVE_CHROMIUM)('dashboard in a real browser', () => {
     transport = await testTransport(env);
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: QUIET_ARGS });
     mkdirSync(SHOTS, { recursive: true });
+    console.log(`[dashboard browser test] screenshots go to ${SHOTS}`);
 
     const t = exampleTables(env.exampleSchema);
     // 1. ShipOrder cannot be processed (its table is gone): dead-lettered after two deliveries.
