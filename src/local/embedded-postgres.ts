@@ -134,7 +134,8 @@ async function freePort(): Promise<number> {
   });
 }
 
-function alive(pid: number): boolean {
+/** The process exists (signal 0 probes without sending anything). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
