@@ -82,14 +82,16 @@ export interface SagaTestKit {
   readonly databaseUrl: string;
   /** Answers `command` with `script` from now on (until reset): replyWith(...), noReply(), throws(), inTurn(...) or your own. */
   script<M extends MessageDefinition>(command: M, script: Script<PayloadOf<M>>): void;
-  /** Starts a saga with its start message, as a client would. */
+  /** Starts a saga with its start message, as a client would; resolves once the saga exists. */
   start<S extends SagaDefinition<any, any>>(saga: S, payload: InputOf<S['start']>): Promise<SagaHandle>;
   saga(id: string): SagaHandle;
   /**
-   * Moves virtual time forward by `ms` and fires what fell due (step timeouts, retry back-offs),
-   * resolving once no timer is due any more. Nothing waits in real time.
+   * Lets what is under way settle, moves virtual time forward by `ms`, fires what fell due (step
+   * timeouts, retry back-offs) and resolves once that has settled too. Nothing waits in real time.
    */
   advance(ms: number): Promise<void>;
+  /** Resolves once no message is queued, in flight, awaiting redelivery or waiting in the outbox. */
+  settle(timeoutMs?: number): Promise<void>;
   /** How far virtual time is ahead of the database clock. */
   readonly elapsedMs: number;
   /** Commands the participants (real or scripted) received, in order. */
@@ -181,6 +183,19 @@ export async function createSagaTestKit(opts: SagaTestKitOptions): Promise<SagaT
   const running = worker;
   const client = createClient({ schema, publisher: transport.publisher });
 
+  /**
+   * Quiet means: nothing queued, in flight or awaiting redelivery in the memory transport, and no
+   * outbox row waiting to be published, twice in a row (a commit publishes right after it).
+   */
+  const settle = async (timeoutMs = 10_000): Promise<void> => {
+    let quietRounds = 0;
+    await until('the sagas and participants to settle', timeoutMs, async () => {
+      const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${q}.outbox WHERE parked_at IS NULL`);
+      quietRounds = transport.idle() && rows[0]!.n === 0 ? quietRounds + 1 : 0;
+      return quietRounds >= 2 ? true : undefined;
+    });
+  };
+
   const handle = (id: string): SagaHandle => ({
     id,
     async status() {
@@ -219,10 +234,14 @@ export async function createSagaTestKit(opts: SagaTestKitOptions): Promise<SagaT
     script: (command, script) => book.set(command, script),
     async start(saga, payload) {
       const { sagaId } = await client.startSaga(saga, payload);
+      // Started means the saga exists: its start message was consumed and its first step sent.
+      await until(`saga ${sagaId} to start`, 10_000, async () => ((await sagaStore.get(db, sagaId)) ? true : undefined));
       return handle(sagaId);
     },
     saga: handle,
+    settle,
     async advance(ms) {
+      await settle();
       clock.advance(ms);
       // The same wake-up an operator action sends: the worker's timer service looks at once.
       await notify(db, channel);
@@ -230,6 +249,7 @@ export async function createSagaTestKit(opts: SagaTestKitOptions): Promise<SagaT
         const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${q}.sagas WHERE wake_at <= ${sagaStore.now}`);
         return rows[0]!.n === 0 ? true : undefined;
       });
+      await settle();
     },
     delivered: () => book.delivered,
     async deadLetters() {
