@@ -155,7 +155,14 @@ async function claimSlot(base: string): Promise<string> {
     const owner = Number(await readFile(ownerFile, 'utf8').catch(() => '0'));
     if (owner && owner !== process.pid && alive(owner)) continue;
     await mkdir(slot, { recursive: true });
-    await writeFile(ownerFile, String(process.pid));
+    // The owner died: its file goes. Then exclusive creation: of two processes that both saw the
+    // slot free, one gets it and the other tries the next slot.
+    if (owner) await rm(ownerFile, { force: true });
+    try {
+      await writeFile(ownerFile, String(process.pid), { flag: 'wx' });
+    } catch {
+      continue;
+    }
     await stopOrphan(join(slot, 'data'));
     return slot;
   }
