@@ -63,7 +63,7 @@ export interface StepEntry {
 export interface SagaHandle {
   readonly id: string;
   status(): Promise<SagaStatus | undefined>;
-  /** Resolves once the saga has `status` (default: any final status); rejects after `timeoutMs` real time (default 10 s). */
+  /** Resolves once the saga has `status` (default: any final status); rejects after `timeoutMs` real time (default 30 s). */
   waitFor(status?: SagaStatus | 'finished', opts?: { timeoutMs?: number }): Promise<SagaStatus>;
   /** Every step attempt in order, forward and compensation, as stored. */
   timeline(): Promise<StepEntry[]>;
@@ -187,7 +187,7 @@ export async function createSagaTestKit(opts: SagaTestKitOptions): Promise<SagaT
    * Quiet means: nothing queued, in flight or awaiting redelivery in the memory transport, and no
    * outbox row waiting to be published, twice in a row (a commit publishes right after it).
    */
-  const settle = async (timeoutMs = 10_000): Promise<void> => {
+  const settle = async (timeoutMs = 30_000): Promise<void> => {
     let quietRounds = 0;
     await until('the sagas and participants to settle', timeoutMs, async () => {
       const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${q}.outbox WHERE parked_at IS NULL`);
@@ -202,7 +202,7 @@ export async function createSagaTestKit(opts: SagaTestKitOptions): Promise<SagaT
       return (await sagaStore.get(db, id))?.status;
     },
     async waitFor(status = 'finished', o = {}) {
-      return until(`saga ${id} to be ${status}`, o.timeoutMs ?? 10_000, async () => {
+      return until(`saga ${id} to be ${status}`, o.timeoutMs ?? 30_000, async () => {
         const s = (await sagaStore.get(db, id))?.status;
         if (s === undefined) return undefined;
         if (status === 'finished' ? TERMINAL_STATUSES.has(s) : s === status) return s;
@@ -235,7 +235,7 @@ export async function createSagaTestKit(opts: SagaTestKitOptions): Promise<SagaT
     async start(saga, payload) {
       const { sagaId } = await client.startSaga(saga, payload);
       // Started means the saga exists: its start message was consumed and its first step sent.
-      await until(`saga ${sagaId} to start`, 10_000, async () => ((await sagaStore.get(db, sagaId)) ? true : undefined));
+      await until(`saga ${sagaId} to start`, 30_000, async () => ((await sagaStore.get(db, sagaId)) ? true : undefined));
       return handle(sagaId);
     },
     saga: handle,
@@ -245,7 +245,7 @@ export async function createSagaTestKit(opts: SagaTestKitOptions): Promise<SagaT
       clock.advance(ms);
       // The same wake-up an operator action sends: the worker's timer service looks at once.
       await notify(db, channel);
-      await until(`timers due within ${clock.offsetMs} ms of virtual time to fire`, 10_000, async () => {
+      await until(`timers due within ${clock.offsetMs} ms of virtual time to fire`, 30_000, async () => {
         const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${q}.sagas WHERE wake_at <= ${sagaStore.now}`);
         return rows[0]!.n === 0 ? true : undefined;
       });

@@ -74,6 +74,10 @@ describe('sagaflow dev', () => {
     const headers = { authorization: `Bearer ${ready.token}`, 'content-type': 'application/json' };
     const bad = await fetch(`${ready.url}/v1/messages`, { method: 'POST', headers, body: JSON.stringify({ type: 'PlaceOrder', payload: { orderId: 'x' } }) });
     expect(bad.status).toBe(400);
+    const unknown = await fetch(`${ready.url}/v1/messages`, { method: 'POST', headers, body: JSON.stringify({ type: 'NoSuchType', payload: {} }) });
+    expect(unknown.status).toBe(400);
+    const replyType = await fetch(`${ready.url}/v1/messages`, { method: 'POST', headers, body: JSON.stringify({ type: 'StockReserved', payload: {} }) });
+    expect(replyType.status).toBe(400);
     const noToken = await fetch(`${ready.url}/v1/messages`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
     expect(noToken.status).toBe(401);
 

@@ -84,7 +84,7 @@ describe('sagaflow/testing', () => {
     kit.script(TakePayment, inTurn<{ bookingId: string }>(noReply(), replyWith(PaymentTaken, (c) => c.payload)));
     await timed('timeout', async () => {
       const saga = await kit.start(tripSaga, booking());
-      await expect.poll(async () => (await saga.commands()).length).toBe(2);
+      await expect.poll(async () => (await saga.commands()).length, { timeout: 30_000 }).toBe(2);
       await kit.advance(10 * MINUTE - 1000);
       expect(await saga.commands()).toEqual(['HoldSeat', 'TakePayment']);
       await kit.advance(1000);
@@ -101,9 +101,9 @@ describe('sagaflow/testing', () => {
     kit.script(TakePayment, replyWith(PaymentFailed, (c) => ({ bookingId: c.payload.bookingId, reason: 'gateway busy' })));
     await timed('retry exhaustion', async () => {
       const saga = await kit.start(tripSaga, booking());
-      await expect.poll(async () => (await saga.commands()).length).toBe(2);
+      await expect.poll(async () => (await saga.commands()).length, { timeout: 30_000 }).toBe(2);
       await kit.advance(30 * MINUTE); // second attempt
-      await expect.poll(async () => (await saga.commands()).length).toBe(3);
+      await expect.poll(async () => (await saga.commands()).length, { timeout: 30_000 }).toBe(3);
       await kit.advance(60 * MINUTE); // third and last
       await saga.waitFor('compensated');
       expect(await saga.commands()).toEqual(['HoldSeat', 'TakePayment', 'TakePayment', 'TakePayment', 'ReleaseSeat']);
@@ -144,14 +144,14 @@ describe('sagaflow/testing', () => {
     kit.script(TakePayment, throws('payment service crashed'));
     await timed('throwing participant', async () => {
       const saga = await kit.start(tripSaga, booking());
-      await expect.poll(async () => (await kit.deadLetters()).some((d) => d.type === 'TakePayment')).toBe(true);
+      await expect.poll(async () => (await kit.deadLetters()).some((d) => d.type === 'TakePayment'), { timeout: 30_000 }).toBe(true);
       // Three attempts that all time out (10 min each, with 30 and 60 min between): compensated.
       await kit.advance(10 * MINUTE);
       await kit.advance(30 * MINUTE);
-      await expect.poll(async () => (await saga.commands()).length).toBe(3);
+      await expect.poll(async () => (await saga.commands()).length, { timeout: 30_000 }).toBe(3);
       await kit.advance(10 * MINUTE);
       await kit.advance(60 * MINUTE);
-      await expect.poll(async () => (await saga.commands()).length).toBe(4);
+      await expect.poll(async () => (await saga.commands()).length, { timeout: 30_000 }).toBe(4);
       await kit.advance(10 * MINUTE);
       await saga.waitFor('compensated');
       expect(await saga.compensations()).toEqual(['ReleaseSeat']);
