@@ -2,7 +2,7 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
+    include: ['test/**/*.test.ts', 'examples/**/*.test.ts'],
     globalSetup: ['test/global-setup.ts'],
     // Integration tests share one Postgres and one broker per machine: run files in parallel
     // processes, each with its own schema and namespace, but bounded for a 2-core machine.

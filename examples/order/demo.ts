@@ -5,6 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { createDb, createLogger, createTransport, createWorker, loadConfig, migrate, SagaStore, workerOptionsFrom } from '../../src/index.js';
+import { devDatabase, stopOnSignals } from '../../src/local/embedded-postgres.js';
 import { TERMINAL_STATUSES } from '../../src/saga/state.js';
 import orderModule from './index.js';
 import { makeOrders, publishOrders } from './run.js';
@@ -31,7 +32,14 @@ async function main(): Promise<number> {
     process.stderr.write(`demo: --orders must be a positive integer, got ${args.orders}\n`);
     return 2;
   }
-  const config = loadConfig(process.env, args.transport ? { SAGAFLOW_TRANSPORT: args.transport as 'memory' } : {});
+  // No DATABASE_URL: a real embedded PostgreSQL (kept under ~/.cache/sagaflow), stopped at exit.
+  const database = await devDatabase(process.env);
+  process.stderr.write(`demo: ${database.describe}\n`);
+  if (database.embedded) stopOnSignals(database.embedded);
+  const config = loadConfig(process.env, {
+    DATABASE_URL: database.url,
+    ...(args.transport ? { SAGAFLOW_TRANSPORT: args.transport as 'memory' } : {}),
+  });
   const logger = createLogger({ level: process.env.LOG_LEVEL ?? 'warn' });
   const db = createDb({ connectionString: config.databaseUrl, max: config.dbPool, logger, applicationName: 'sagaflow-demo' });
   const mod = orderModule({ env: process.env });
@@ -75,6 +83,7 @@ async function main(): Promise<number> {
     await worker.stop();
     await transport.close();
     await db.close();
+    await database.embedded?.stop();
   }
 }
 

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { packageRoot } from '../db/migrate.js';
 import { errorMessage } from '../errors.js';
+import { devCommand } from './commands/dev.js';
 import { healthCommand } from './commands/health.js';
 import { migrateCommand } from './commands/migrate.js';
 import { auditCommand, cancelCommand, deadLettersDiscard, deadLettersList, deadLettersRedrive, deadLettersShow, replayCommand } from './commands/operate.js';
@@ -68,6 +69,14 @@ program
   .option('--host <host>', 'address to listen on (env SAGAFLOW_ADMIN_HOST, default 127.0.0.1)')
   .option('--port <port>', 'port, 0 for any free one (env SAGAFLOW_ADMIN_PORT, default 8080)')
   .action(withContext((ctx, opts: { module: string; host?: string; port?: string }) => serveCommand(ctx, opts), 'sagaflow-admin'));
+
+program
+  .command('dev')
+  .description('local development in one process: embedded PostgreSQL (unless DATABASE_URL), memory transport, migrations, the module, the admin API with a one-time token')
+  .requiredOption('--module <file>', 'module exporting sagas and participants (e.g. examples/order)')
+  .option('--host <host>', 'address of the admin API (default 127.0.0.1)')
+  .option('--port <port>', 'port of the admin API, 0 for any free one (env SAGAFLOW_ADMIN_PORT, default 8080)')
+  .action(withContext((ctx, opts: { module: string; host?: string; port?: string }) => devCommand(ctx, opts), 'sagaflow-dev'));
 
 program
   .command('publish <type>')

@@ -17,7 +17,10 @@ import { UUID } from './pagination.js';
 import { DEFAULT_RATE_LIMIT, RateLimiter, type RateLimitOptions } from './rate-limit.js';
 import { Readiness, type ReadinessOptions } from './readiness.js';
 import { REQUEST_ID_REPLACED_HEADER, REQUEST_ID_HEADER, REQUEST_ID_RULE, genRequestId, hasMalformedRequestId } from './request-id.js';
+import type { MessageDefinition } from '../messages/message.js';
+import { moduleRegistry } from '../module.js';
 import { auditRoutes } from './routes/audit.js';
+import { messageRoutes } from './routes/messages.js';
 import { deadLetterRoutes } from './routes/dead-letters.js';
 import { sagaRoutes } from './routes/sagas.js';
 import type { RouteContext } from './shared.js';
@@ -42,6 +45,7 @@ import { uiRoutes } from './ui/routes.js';
  *   POST /v1/dead-letters/:id/redrive      admin  { newId?, force?, reason?, dryRun? }
  *   POST /v1/dead-letters/:id/discard      admin  { reason }
  *   GET  /v1/audit                         read   ?target&action&limit&cursor -> { items, nextCursor }
+ *   POST /v1/messages                      admin  { type, payload, sagaId?, tenantId? } -> 202 { messageId, sagaId? } (through the outbox)
  *   GET  /ui ...                           the operator dashboard (HTML, session cookie; see ui/routes.ts)
  *
  * Errors are `{ error: { code, message }, requestId }`: 400 bad input, 401 no/unknown token,
@@ -57,6 +61,8 @@ export interface AdminServerDeps {
   readonly schema: string;
   /** Saga definitions of the module: replay and cancel decide with them. */
   readonly sagas: readonly SagaDefinition<any, any>[];
+  /** Further message types POST /v1/messages may publish (saga start messages and commands are known anyway). */
+  readonly messages?: readonly MessageDefinition[];
   readonly tokens: readonly AdminToken[];
   readonly logger: Logger;
   readonly transitions?: TransitionSettings;
@@ -204,6 +210,7 @@ export function buildAdminServer(deps: AdminServerDeps): FastifyInstance {
       sagaRoutes(v1, ctx);
       deadLetterRoutes(v1, ctx);
       auditRoutes(v1, ctx);
+      messageRoutes(v1, { db: deps.db, schema: deps.schema, sagas: deps.sagas, registry: moduleRegistry({ sagas: deps.sagas, messages: deps.messages ?? [] }) });
     },
     { prefix: '/v1' },
   );

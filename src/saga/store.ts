@@ -49,10 +49,13 @@ const TERMINAL_SQL = `('completed', 'compensated', 'failed')`;
 export class SagaStore {
   readonly sagas: string;
   readonly steps: string;
+  /** The timer clock: now(), plus the offset a test session may set (migrations/0005_clock.sql). */
+  readonly now: string;
   constructor(schema: string) {
     const q = quoteSchema(schema);
     this.sagas = `${q}.sagas`;
     this.steps = `${q}.saga_steps`;
+    this.now = `${q}.sagaflow_now()`;
   }
 
   /** Locks the sagas (one writer per saga) in id order, so concurrent batches never deadlock on them. */
@@ -76,7 +79,7 @@ export class SagaStore {
     // `only`: the timer round isolating a failed batch claims its sagas one at a time.
     const { rows } = await tx.query<SagaRow>(
       `UPDATE ${this.sagas} s SET wake_at = NULL
-       WHERE s.id IN (SELECT id FROM ${this.sagas} WHERE wake_at <= now() AND saga_type = ANY($2::text[])
+       WHERE s.id IN (SELECT id FROM ${this.sagas} WHERE wake_at <= ${this.now} AND saga_type = ANY($2::text[])
                       ${only ? 'AND id = ANY($3::uuid[])' : ''}
                       ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED)
        RETURNING ${COLUMNS.split(', ').map((c) => `s.${c}`).join(', ')}`,
@@ -100,8 +103,8 @@ export class SagaStore {
             [id, reason],
           )
         : await db.query<{ saga_type: string }>(
-            `UPDATE ${this.sagas} SET wake_at = now() + $3 * interval '1 millisecond', reason = $2, updated_at = now()
-             WHERE id = $1 AND wake_at <= now() RETURNING saga_type`,
+            `UPDATE ${this.sagas} SET wake_at = ${this.now} + $3 * interval '1 millisecond', reason = $2, updated_at = now()
+             WHERE id = $1 AND wake_at <= ${this.now} RETURNING saga_type`,
             [id, reason, delayMs],
           );
     return rows[0] ? { type: rows[0].saga_type } : null;
@@ -110,7 +113,7 @@ export class SagaStore {
   /** Milliseconds until the earliest wake time (negative when overdue), or null when no timer is set. */
   async nextWakeInMs(db: Queryable, types: readonly string[]): Promise<number | null> {
     const { rows } = await db.query<{ ms: number | null }>(
-      `SELECT (extract(epoch FROM (min(wake_at) - now())) * 1000)::float8 AS ms FROM ${this.sagas}
+      `SELECT (extract(epoch FROM (min(wake_at) - ${this.now})) * 1000)::float8 AS ms FROM ${this.sagas}
        WHERE wake_at IS NOT NULL AND saga_type = ANY($1::text[])`,
       [types],
     );
@@ -128,7 +131,7 @@ export class SagaStore {
     const inserts = writes.filter((w) => w.readVersion === null);
     const updates = writes.filter((w) => w.readVersion !== null);
     const wakeExpr = (keep: string) =>
-      `CASE u.wake_mode WHEN 0 THEN ${keep} WHEN 1 THEN NULL ELSE now() + u.wake_ms * interval '1 millisecond' END`;
+      `CASE u.wake_mode WHEN 0 THEN ${keep} WHEN 1 THEN NULL ELSE ${this.now} + u.wake_ms * interval '1 millisecond' END`;
     const row = (w: SagaWrite) => ({
       id: w.instance.id,
       tenant_id: w.instance.tenantId,

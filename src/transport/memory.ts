@@ -100,6 +100,13 @@ export class MemoryTransport implements Transport {
     }
   }
 
+  /** Nothing queued, in flight or waiting to be redelivered (the test kit waits for this). */
+  idle(): boolean {
+    if (this.#timers.size > 0) return false;
+    for (const q of this.#queues.values()) if (q.items.length > 0 || q.subs.some((s) => s.inFlight > 0)) return false;
+    return true;
+  }
+
   /** Messages waiting in a consumer's queue (not counting in-flight ones). */
   depth(consumer: string): number {
     return this.#queues.get(consumer)?.items.length ?? 0;

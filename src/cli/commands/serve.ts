@@ -2,6 +2,7 @@ import { UsageError } from '../../errors.js';
 import { buildAdminServer } from '../../http/server.js';
 import { transitionSettings } from '../../transaction/transitions.js';
 import type { CliContext } from '../context.js';
+import { moduleRegistry } from '../../module.js';
 import { loadModule } from '../module-loader.js';
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
@@ -24,6 +25,7 @@ export async function serveCommand(ctx: CliContext, opts: { module: string; host
     db,
     schema: config.schema,
     sagas: mod.sagas ?? [],
+    messages: moduleRegistry(mod).all(),
     tokens: config.adminTokens,
     logger,
     transitions: transitionSettings(config),
@@ -54,7 +56,7 @@ export async function serveCommand(ctx: CliContext, opts: { module: string; host
   await done;
 }
 
-function parsePort(s: string): number {
+export function parsePort(s: string): number {
   const n = Number(s);
   if (!/^\d{1,5}$/.test(s) || n > 65535) throw new UsageError(`--port must be an integer from 0 to 65535, got ${s}`);
   return n;
