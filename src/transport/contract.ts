@@ -60,6 +60,21 @@ export interface SubscribeOptions {
   /** Deliveries in flight (unacked) at once. Default 256. */
   readonly prefetch?: number;
   readonly retry?: RedeliveryPolicy;
+  /**
+   * Where a failed message goes when the broker refuses its retry or dead-letter copy for good (too
+   * large with the added headers, an unencodable header table): the worker passes one backed by
+   * Postgres `dead_letters`. Without it such a message is held (retried every 30 s, never hot).
+   */
+  readonly deadLetterSink?: DeadLetterSink;
+}
+
+/**
+ * Stores a dead letter durably without the broker. `deadLetter` reads like a delivery of
+ * DEAD_LETTER_TOPIC (the reason, consumer and original topic in its headers); the transport acks
+ * the original only after `record` resolved.
+ */
+export interface DeadLetterSink {
+  record(deadLetter: Delivery): Promise<void>;
 }
 
 export interface Subscription {
@@ -169,6 +184,11 @@ export class PublishError extends Error {
 /** Headers a transport sets on every outgoing message from the OutgoingMessage fields. */
 export function standardHeaders(m: OutgoingMessage): Record<string, string> {
   return { ...m.headers, [H.messageId]: m.id, [H.type]: m.type, [H.key]: m.key };
+}
+
+/** `delivery` as the dead letter a DeadLetterSink records (the same headers a dead-letter copy gets). */
+export function asDeadLetter(delivery: Delivery, consumer: string, reason: string, error: string): Delivery {
+  return { ...delivery, topic: DEAD_LETTER_TOPIC, headers: deadLetterHeaders(delivery, consumer, reason, error) };
 }
 
 /** Headers for a dead letter of `delivery` read by `consumer`, failed with `reason`. */

@@ -5,13 +5,15 @@ import type { Logger } from '../../log.js';
 import {
   DEAD_LETTER_CONSUMER,
   DEAD_LETTER_TOPIC,
+  asDeadLetter,
   deadLetterHeaders,
-  redeliveryDelayMs,
+  type DeadLetterSink,
   type Delivery,
   type Handler,
   type RedeliveryPolicy,
   type Subscription,
 } from '../contract.js';
+import { routeFailure, type FailureFacts, type FailureRoute } from '../failure-routing.js';
 import type { KafkaAdmin } from './admin.js';
 import { RETRY_ATTEMPT_HEADER, RETRY_DUE_HEADER, RETRY_TOPIC_HEADER, Fifo, retryDue, toDelivery } from './delivery.js';
 import { classifyProduceError } from './errors.js';
@@ -25,6 +27,8 @@ export interface KafkaSubscriptionStats {
   retried: number;
   /** Messages this transport produced to the dead-letter topic. */
   deadLettered: number;
+  /** Failed records whose copy the broker refused, recorded in Postgres through the DeadLetterSink. */
+  recordedDirectly: number;
   /** Successful OffsetCommit requests. */
   commits: number;
   /** consumer.events.CRASH, whether kafkajs restarted the consumer or not. */
@@ -123,6 +127,7 @@ export class KafkaSubscription implements Subscription {
     readonly consumer: string,
     readonly handler: Handler,
     readonly retry: RedeliveryPolicy,
+    readonly sink: DeadLetterSink | undefined,
   ) {
     this.#d = deps;
     this.#s = deps.settings;
@@ -440,74 +445,83 @@ export class KafkaSubscription implements Subscription {
   // ------------------------------------------------------------------------------------------
 
   /**
-   * A rejected handler, classified with `classifyError`:
-   * - `retryable: false` -> the dead-letter topic with its code;
-   * - retryable -> attempt + 1 if `countsAsAttempt` (else unchanged); beyond `maxAttempts` -> the
-   *   dead-letter topic with MAX_ATTEMPTS_EXCEEDED; otherwise the retry topic of the delay for the
-   *   current attempt, with the new attempt and the due time in headers.
-   * The copy is produced with acks=all BEFORE the record counts as finished (its offset may be
-   * committed), retried with backoff while the broker refuses it; during close() it is given up after
-   * a few tries and the original is simply not committed (it comes back on the next start).
-   *
-   * The dead-letter recorder never dead-letters into its own topic (that would loop): a dead letter
-   * it cannot record goes back through its slowest retry topic, attempt unchanged, and is logged.
+   * A rejected handler: `routeFailure` decides, this carries it out. A copy (retry topic or
+   * dead-letter topic) is produced with acks=all BEFORE the record counts as finished (its offset
+   * may be committed), retried with backoff while the broker refuses it for now; during close() it
+   * is given up after a few tries and the original is simply not committed (it comes back on the
+   * next start). A copy the broker refuses for good (it grew past message.max.bytes with its
+   * headers) is routed again with that fact: the record goes to Postgres through the
+   * DeadLetterSink and its offset moves on, so one record never pins its partition.
    */
   async #failed(d: Delivery, err: unknown): Promise<boolean> {
-    const c = classifyError(err);
-    const next = c.countsAsAttempt ? d.attempt + 1 : d.attempt;
-    const recorder = this.consumer === DEAD_LETTER_CONSUMER;
-    if (!c.retryable || next > this.retry.maxAttempts) {
-      const reason = c.retryable ? 'MAX_ATTEMPTS_EXCEEDED' : c.code;
-      const error = c.retryable ? `${c.code}: ${c.message}` : c.message;
-      if (recorder) {
-        this.#d.logger.error({ id: d.id, reason, err: error }, 'the dead-letter recorder cannot record a dead letter; keeping it in its retry topic');
-        const slowest = Math.max(...this.#retryTopics.values());
-        return this.#toRetry(d, d.attempt, slowest);
+    const error = classifyError(err);
+    let refused: FailureFacts['refused'];
+    for (;;) {
+      const route = routeFailure({
+        error,
+        attempt: d.attempt,
+        policy: this.retry,
+        recorder: this.consumer === DEAD_LETTER_CONSUMER,
+        sink: this.sink !== undefined,
+        refused,
+      });
+      switch (route.action) {
+        case 'hold':
+          this.#d.logger.error({ group: this.#group, id: d.id, why: route.why, retryInMs: route.delayMs }, 'a failed record cannot be stored anywhere; holding it');
+          if (!(await this.#sleep(route.delayMs))) return false;
+          refused = undefined;
+          continue;
+        case 'record':
+          if (await this.#record(d, route.reason, route.error)) return true;
+          return false;
+        case 'retry':
+        case 'dead-letter': {
+          const stored = await this.#store(d, route);
+          if (stored === true || stored === false) return stored;
+          refused = { copy: route.action, code: stored.code, message: stored.message };
+        }
       }
-      return this.#toDeadLetters(d, reason, error);
     }
-    return this.#toRetry(d, next, redeliveryDelayMs(this.retry, d.attempt));
   }
 
-  async #toRetry(d: Delivery, attempt: number, delayMs: number): Promise<boolean> {
-    const topic = this.#d.names.retryTopic(this.consumer, delayMs);
+  /** Records through the sink, retried with backoff while the database refuses; false when closing. */
+  async #record(d: Delivery, reason: string, error: string): Promise<boolean> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.sink!.record(asDeadLetter(d, this.consumer, reason, error));
+        this.#d.stats.recordedDirectly++;
+        this.#d.logger.warn({ group: this.#group, id: d.id, reason }, 'the broker refused the copy; dead letter recorded in the database directly');
+        return true;
+      } catch (err) {
+        this.#d.logger.warn({ group: this.#group, id: d.id, err: errorMessage(err), attempt }, 'could not record the dead letter in the database; retrying');
+        if (!(await this.#sleep(Math.min(500 * 2 ** attempt, 10_000)))) return false;
+      }
+    }
+  }
+
+  /** The copy a route asks for: its topic and its headers. */
+  #copy(d: Delivery, route: Extract<FailureRoute, { action: 'retry' | 'dead-letter' }>): { topic: string; message: Message; what: string } {
+    if (route.action === 'dead-letter') {
+      const headers = deadLetterHeaders(d, this.consumer, route.reason, route.error);
+      return { topic: this.#d.names.topic(DEAD_LETTER_TOPIC), message: { key: d.key ?? null, value: d.body, headers }, what: `dead letter (${route.reason})` };
+    }
     const headers = {
       ...d.headers,
-      [RETRY_ATTEMPT_HEADER]: String(attempt),
+      [RETRY_ATTEMPT_HEADER]: String(route.attempt),
       [RETRY_TOPIC_HEADER]: d.topic,
-      [RETRY_DUE_HEADER]: String(Date.now() + delayMs),
+      [RETRY_DUE_HEADER]: String(Date.now() + route.delayMs),
     };
-    const stored = await this.#store(topic, { key: d.key ?? null, value: d.body, headers }, `retry in ${delayMs} ms`);
-    if (stored === true) {
-      this.#d.stats.retried++;
-      return true;
-    }
-    if (stored === false) return false;
-    // The broker refuses the copy for good (it grew past the size limit with its headers).
-    return this.#toDeadLetters(d, stored.code, stored.message);
-  }
-
-  async #toDeadLetters(d: Delivery, reason: string, error: string): Promise<boolean> {
-    const topic = this.#d.names.topic(DEAD_LETTER_TOPIC);
-    const headers = deadLetterHeaders(d, this.consumer, reason, error);
-    for (;;) {
-      const stored = await this.#store(topic, { key: d.key ?? null, value: d.body, headers }, `dead letter (${reason})`);
-      if (stored === true) {
-        this.#d.stats.deadLettered++;
-        return true;
-      }
-      if (stored === false) return false;
-      // Not even the dead-letter topic takes it: an operator must raise the limit. Never dropped.
-      this.#d.logger.error({ id: d.id, err: stored.message }, 'the dead-letter topic refuses a dead letter; retrying in 30 s');
-      if (!(await this.#sleep(30_000))) return false;
-    }
+    return { topic: this.#d.names.retryTopic(this.consumer, route.delayMs), message: { key: d.key ?? null, value: d.body, headers }, what: `retry in ${route.delayMs} ms` };
   }
 
   /** true: stored; false: given up because the subscription closes; else a permanent refusal. */
-  async #store(topic: string, message: Message, what: string): Promise<true | false | { code: string; message: string }> {
+  async #store(d: Delivery, route: Extract<FailureRoute, { action: 'retry' | 'dead-letter' }>): Promise<true | false | { code: string; message: string }> {
+    const { topic, message, what } = this.#copy(d, route);
     for (let attempt = 0; ; attempt++) {
       try {
         await this.#d.produce(topic, message);
+        if (route.action === 'retry') this.#d.stats.retried++;
+        else this.#d.stats.deadLettered++;
         return true;
       } catch (err) {
         const f = classifyProduceError(err);

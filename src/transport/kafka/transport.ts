@@ -81,7 +81,7 @@ export interface KafkaTransport extends Transport {
   stats(): KafkaStats;
 }
 
-const EMPTY_STATS: KafkaSubscriptionStats = { handled: 0, retried: 0, deadLettered: 0, commits: 0, crashes: 0, recreated: 0, joins: 0 };
+const EMPTY_STATS: KafkaSubscriptionStats = { handled: 0, retried: 0, deadLettered: 0, recordedDirectly: 0, commits: 0, crashes: 0, recreated: 0, joins: 0 };
 
 /**
  * Connects (failing fast if no broker answers) and returns the transport.
@@ -340,6 +340,7 @@ export async function createKafkaTransport(opts: KafkaTransportOptions): Promise
         consumer,
         handler,
         subOpts?.retry ?? DEFAULT_REDELIVERY,
+        subOpts?.deadLetterSink,
       );
       for (const t of topics) routes.add(t);
       subscriptions.add(sub);
