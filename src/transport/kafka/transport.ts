@@ -14,6 +14,7 @@ import {
   DEFAULT_REDELIVERY,
   PublishError,
   standardHeaders,
+  type PublishFailure,
   type OutgoingMessage,
   type Publisher,
   type Subscriber,
@@ -295,20 +296,9 @@ export async function createKafkaTransport(opts: KafkaTransportOptions): Promise
           }
         }),
       );
-      const failedIds = failed.flatMap((f) => f.ids);
-      stats.published += messages.length - failedIds.length;
-      if (failed.length === 0) return;
-      // One error for the whole call: retryable if any failure is (the relay parks rows only when
-      // the error is permanent, so a retryable failure must never be reported as permanent).
-      const retryable = failed.some((f) => f.retryable);
-      const first = failed.find((f) => f.retryable === retryable)!;
-      const detail = failed.map((f) => `${f.code} (${f.ids.length}): ${f.message}`).join('; ');
-      throw new PublishError(`${failedIds.length} of ${messages.length} message(s) not published: ${detail.slice(0, 2000)}`, {
-        code: first.code,
-        retryable,
-        failedIds,
-        cause,
-      });
+      const failures: PublishFailure[] = failed.flatMap((f) => f.ids.map((id) => ({ id, code: f.code, retryable: f.retryable, message: f.message })));
+      stats.published += messages.length - failures.length;
+      if (failures.length > 0) throw PublishError.of(failures, messages.length, cause);
     },
     close: async () => {
       await producer.disconnect();
