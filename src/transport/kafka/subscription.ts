@@ -1,24 +1,14 @@
 import type { EventEmitter } from 'node:events';
 import type { Consumer, ConsumerCrashEvent, ConsumerFetchEvent, ConsumerGroupJoinEvent, EachBatchPayload, Kafka, Message, RetryOptions } from 'kafkajs';
-import { classifyError, errorMessage } from '../../errors.js';
+import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import {
-  DEAD_LETTER_CONSUMER,
-  DEAD_LETTER_TOPIC,
-  asDeadLetter,
-  deadLetterHeaders,
-  type DeadLetterSink,
-  type Delivery,
-  type Handler,
-  type RedeliveryPolicy,
-  type Subscription,
-} from '../contract.js';
-import { routeFailure, type FailureFacts, type FailureRoute } from '../failure-routing.js';
+import type { DeadLetterSink, Delivery, Handler, RedeliveryPolicy, Subscription } from '../contract.js';
 import type { KafkaAdmin } from './admin.js';
-import { RETRY_ATTEMPT_HEADER, RETRY_DUE_HEADER, RETRY_TOPIC_HEADER, Fifo, retryDue, toDelivery } from './delivery.js';
-import { classifyProduceError } from './errors.js';
+import { Fifo, retryDue, toDelivery } from './delivery.js';
+import { FailedRecords } from './failures.js';
 import type { KafkaNames } from './names.js';
 import { PartitionState, type Task } from './partition.js';
+import { Slots } from './slots.js';
 
 export interface KafkaSubscriptionStats {
   /** Handler calls that resolved. */
@@ -109,6 +99,7 @@ export class KafkaSubscription implements Subscription {
   #consumer: Consumer | undefined;
   #commit: Commit | undefined;
   readonly #slots: Slots;
+  readonly #failures: FailedRecords;
   #closing = false;
   #closed: Promise<void> | undefined;
   #commitTimer: NodeJS.Timeout | undefined;
@@ -132,6 +123,17 @@ export class KafkaSubscription implements Subscription {
     this.#d = deps;
     this.#s = deps.settings;
     this.#slots = new Slots(deps.settings.prefetch);
+    this.#failures = new FailedRecords({
+      names: deps.names,
+      logger: deps.logger,
+      stats: deps.stats,
+      group: deps.names.group(consumer),
+      consumer,
+      retry,
+      sink,
+      produce: (topic, message) => deps.produce(topic, message),
+      isClosing: () => this.#closing,
+    });
     this.#group = deps.names.group(consumer);
     this.#mainTopics = [...new Set(topics)].map((t) => deps.names.topic(t));
     const delays = retry.delaysMs.length > 0 ? retry.delaysMs : [0];
@@ -425,7 +427,7 @@ export class KafkaSubscription implements Subscription {
       this.#d.stats.handled++;
       return true;
     } catch (err) {
-      return this.#failed(d, err);
+      return this.#failures.handle(d, err);
     }
   }
 
@@ -438,105 +440,6 @@ export class KafkaSubscription implements Subscription {
       this.#capacityPaused.delete(p);
       if (!p.dueTimer) this.#resume(p);
     }
-  }
-
-  // ------------------------------------------------------------------------------------------
-  // Failures: retry topics and dead letters
-  // ------------------------------------------------------------------------------------------
-
-  /**
-   * A rejected handler: `routeFailure` decides, this carries it out. A copy (retry topic or
-   * dead-letter topic) is produced with acks=all BEFORE the record counts as finished (its offset
-   * may be committed), retried with backoff while the broker refuses it for now; during close() it
-   * is given up after a few tries and the original is simply not committed (it comes back on the
-   * next start). A copy the broker refuses for good (it grew past message.max.bytes with its
-   * headers) is routed again with that fact: the record goes to Postgres through the
-   * DeadLetterSink and its offset moves on, so one record never pins its partition.
-   */
-  async #failed(d: Delivery, err: unknown): Promise<boolean> {
-    const error = classifyError(err);
-    let refused: FailureFacts['refused'];
-    for (;;) {
-      const route = routeFailure({
-        error,
-        attempt: d.attempt,
-        policy: this.retry,
-        recorder: this.consumer === DEAD_LETTER_CONSUMER,
-        sink: this.sink !== undefined,
-        refused,
-      });
-      switch (route.action) {
-        case 'hold':
-          this.#d.logger.error({ group: this.#group, id: d.id, why: route.why, retryInMs: route.delayMs }, 'a failed record cannot be stored anywhere; holding it');
-          if (!(await this.#sleep(route.delayMs))) return false;
-          refused = undefined;
-          continue;
-        case 'record':
-          if (await this.#record(d, route.reason, route.error)) return true;
-          return false;
-        case 'retry':
-        case 'dead-letter': {
-          const stored = await this.#store(d, route);
-          if (stored === true || stored === false) return stored;
-          refused = { copy: route.action, code: stored.code, message: stored.message };
-        }
-      }
-    }
-  }
-
-  /** Records through the sink, retried with backoff while the database refuses; false when closing. */
-  async #record(d: Delivery, reason: string, error: string): Promise<boolean> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.sink!.record(asDeadLetter(d, this.consumer, reason, error));
-        this.#d.stats.recordedDirectly++;
-        this.#d.logger.warn({ group: this.#group, id: d.id, reason }, 'the broker refused the copy; dead letter recorded in the database directly');
-        return true;
-      } catch (err) {
-        this.#d.logger.warn({ group: this.#group, id: d.id, err: errorMessage(err), attempt }, 'could not record the dead letter in the database; retrying');
-        if (!(await this.#sleep(Math.min(500 * 2 ** attempt, 10_000)))) return false;
-      }
-    }
-  }
-
-  /** The copy a route asks for: its topic and its headers. */
-  #copy(d: Delivery, route: Extract<FailureRoute, { action: 'retry' | 'dead-letter' }>): { topic: string; message: Message; what: string } {
-    if (route.action === 'dead-letter') {
-      const headers = deadLetterHeaders(d, this.consumer, route.reason, route.error);
-      return { topic: this.#d.names.topic(DEAD_LETTER_TOPIC), message: { key: d.key ?? null, value: d.body, headers }, what: `dead letter (${route.reason})` };
-    }
-    const headers = {
-      ...d.headers,
-      [RETRY_ATTEMPT_HEADER]: String(route.attempt),
-      [RETRY_TOPIC_HEADER]: d.topic,
-      [RETRY_DUE_HEADER]: String(Date.now() + route.delayMs),
-    };
-    return { topic: this.#d.names.retryTopic(this.consumer, route.delayMs), message: { key: d.key ?? null, value: d.body, headers }, what: `retry in ${route.delayMs} ms` };
-  }
-
-  /** true: stored; false: given up because the subscription closes; else a permanent refusal. */
-  async #store(d: Delivery, route: Extract<FailureRoute, { action: 'retry' | 'dead-letter' }>): Promise<true | false | { code: string; message: string }> {
-    const { topic, message, what } = this.#copy(d, route);
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.#d.produce(topic, message);
-        if (route.action === 'retry') this.#d.stats.retried++;
-        else this.#d.stats.deadLettered++;
-        return true;
-      } catch (err) {
-        const f = classifyProduceError(err);
-        if (!f.retryable) return { code: f.code, message: f.message };
-        this.#d.logger.warn({ group: this.#group, topic, err: f.message, attempt }, `could not produce the ${what}; retrying`);
-        if (this.#closing && attempt >= 2) return false;
-        if (!(await this.#sleep(Math.min(100 * 2 ** attempt, 5_000)))) return false;
-      }
-    }
-  }
-
-  /** Waits; false if the subscription closed meanwhile (checked after the wait). */
-  async #sleep(ms: number): Promise<boolean> {
-    await new Promise((r) => setTimeout(r, this.#closing ? Math.min(ms, 100) : ms));
-    return !this.#closing;
   }
 
   // ------------------------------------------------------------------------------------------
@@ -645,39 +548,5 @@ export class KafkaSubscription implements Subscription {
     });
     this.#consumer = undefined;
     this.#d.onClosed(this);
-  }
-}
-
-/** Handler slots of a subscription, handed out in request order; close() turns waiters away. */
-class Slots {
-  #free: number;
-  #closed = false;
-  readonly #waiters = new Fifo<(ok: boolean) => void>();
-
-  constructor(size: number) {
-    this.#free = Math.max(1, size);
-  }
-
-  tryTake(): boolean {
-    if (this.#closed || this.#free === 0 || this.#waiters.length > 0) return false;
-    this.#free--;
-    return true;
-  }
-
-  /** Resolves true with a slot, or false when closed. */
-  take(): Promise<boolean> {
-    if (this.#closed) return Promise.resolve(false);
-    return new Promise((resolve) => this.#waiters.push(resolve));
-  }
-
-  give(): void {
-    const next = this.#waiters.shift();
-    if (next && !this.#closed) next(true);
-    else this.#free++;
-  }
-
-  close(): void {
-    this.#closed = true;
-    for (let w = this.#waiters.shift(); w; w = this.#waiters.shift()) w(false);
   }
 }
