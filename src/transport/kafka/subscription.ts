@@ -4,6 +4,7 @@ import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { DeadLetterSink, Delivery, Handler, RedeliveryPolicy, Subscription } from '../contract.js';
 import type { KafkaAdmin } from './admin.js';
+import { OffsetCommits } from './commits.js';
 import { Fifo, retryDue, toDelivery } from './delivery.js';
 import { FailedRecords } from './failures.js';
 import type { KafkaNames } from './names.js';
@@ -60,8 +61,6 @@ export interface SubscriptionDeps {
   onClosed(sub: KafkaSubscription): void;
 }
 
-type Commit = EachBatchPayload['commitOffsetsIfNecessary'];
-
 /**
  * One subscription = one kafkajs consumer in group `<ns><consumer>`, reading the consumer's topics
  * AND its retry topics (`<ns><consumer>.retry.<ms>`, one per delay of its retry policy).
@@ -97,14 +96,11 @@ export class KafkaSubscription implements Subscription {
   readonly #capacityPaused = new Set<PartitionState>();
   readonly #running = new Set<Promise<void>>();
   #consumer: Consumer | undefined;
-  #commit: Commit | undefined;
   readonly #slots: Slots;
   readonly #failures: FailedRecords;
   #closing = false;
   #closed: Promise<void> | undefined;
-  #commitTimer: NodeJS.Timeout | undefined;
-  #flushing: Promise<void> | undefined;
-  #flushAgain = false;
+  readonly #commits: OffsetCommits;
   #recreateTimer: NodeJS.Timeout | undefined;
   #recreateAttempts = 0;
   #fatal = false;
@@ -123,6 +119,14 @@ export class KafkaSubscription implements Subscription {
     this.#d = deps;
     this.#s = deps.settings;
     this.#slots = new Slots(deps.settings.prefetch);
+    this.#commits = new OffsetCommits({
+      group: deps.names.group(consumer),
+      logger: deps.logger,
+      stats: deps.stats,
+      intervalMs: deps.settings.commitIntervalMs,
+      parts: this.#parts,
+      isClosing: () => this.#closing,
+    });
     this.#failures = new FailedRecords({
       names: deps.names,
       logger: deps.logger,
@@ -200,7 +204,7 @@ export class KafkaSubscription implements Subscription {
       },
     });
     this.#consumer = consumer;
-    this.#commit = undefined;
+    this.#commits.use(undefined);
     let joined = false;
     consumer.on(consumer.events.GROUP_JOIN, (e: ConsumerGroupJoinEvent) => {
       joined = true;
@@ -319,7 +323,7 @@ export class KafkaSubscription implements Subscription {
       payload.pause();
       return;
     }
-    this.#commit = payload.commitOffsetsIfNecessary;
+    this.#commits.use(payload.commitOffsetsIfNecessary);
     this.#ready();
     const st = this.#state(batch.topic, batch.partition);
     const logical = this.#d.names.logical(batch.topic);
@@ -432,75 +436,13 @@ export class KafkaSubscription implements Subscription {
   }
 
   #afterTask(): void {
-    this.#scheduleCommit();
+    this.#commits.schedule();
     if (this.#capacityPaused.size === 0) return;
     for (const p of this.#capacityPaused) {
       if (p.pending > this.#s.maxInFlightPerPartition / 2) continue;
       p.capacityPaused = false;
       this.#capacityPaused.delete(p);
       if (!p.dueTimer) this.#resume(p);
-    }
-  }
-
-  // ------------------------------------------------------------------------------------------
-  // Commits
-  // ------------------------------------------------------------------------------------------
-
-  #scheduleCommit(): void {
-    if (this.#commitTimer || this.#closing) return;
-    this.#commitTimer = setTimeout(() => {
-      this.#commitTimer = undefined;
-      void this.#flush();
-    }, this.#s.commitIntervalMs);
-  }
-
-  /** Commits every partition whose watermark moved; one OffsetCommit request for all of them. */
-  #flush(): Promise<void> {
-    if (this.#flushing) {
-      this.#flushAgain = true;
-      return this.#flushing;
-    }
-    this.#flushing = this.#commitWatermarks()
-      .catch((err: unknown) => this.#d.logger.warn({ group: this.#group, err: errorMessage(err) }, 'kafka offset commit round failed'))
-      .finally(() => {
-        this.#flushing = undefined;
-        if (this.#flushAgain) {
-          this.#flushAgain = false;
-          this.#scheduleCommit();
-        }
-      });
-    return this.#flushing;
-  }
-
-  async #commitWatermarks(): Promise<void> {
-    const commit = this.#commit;
-    if (!commit) return;
-    const byTopic = new Map<string, { partition: number; offset: string }[]>();
-    const sent: [PartitionState, bigint][] = [];
-    for (const st of this.#parts.values()) {
-      if (!st.needsCommit()) continue;
-      const w = st.watermark()!;
-      let list = byTopic.get(st.topic);
-      if (!list) byTopic.set(st.topic, (list = []));
-      list.push({ partition: st.partition, offset: w.toString() });
-      sent.push([st, w]);
-    }
-    if (sent.length > 0) {
-      try {
-        await commit({ topics: [...byTopic].map(([topic, partitions]) => ({ topic, partitions })) });
-        this.#d.stats.commits++;
-        for (const [st, w] of sent) if (st.committed === undefined || w > st.committed) st.committed = w;
-      } catch (err) {
-        // A rebalance in progress or a generation change: the next flush, after the rejoin, commits
-        // again (the watermark only moves forward). Nothing is lost by a late commit, only redelivered.
-        this.#d.logger.debug({ group: this.#group, err: errorMessage(err) }, 'kafka offset commit failed; retrying');
-        this.#flushAgain = true;
-        return;
-      }
-    }
-    // Forget partitions taken away by a rebalance once nothing of theirs is left to commit.
-    for (const [k, st] of this.#parts) {
-      if (st.revoked && st.pending === 0 && !st.needsCommit() && !st.dueTimer) this.#parts.delete(k);
     }
   }
 
@@ -533,14 +475,7 @@ export class KafkaSubscription implements Subscription {
       st.dueTimer = undefined;
     }
     while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
-    if (this.#commitTimer) clearTimeout(this.#commitTimer);
-    this.#commitTimer = undefined;
-    for (let i = 0; i < 3 && [...this.#parts.values()].some((st) => st.needsCommit()); i++) {
-      if (this.#flushing) await this.#flushing;
-      this.#flushAgain = false;
-      await this.#flush();
-    }
-    if ([...this.#parts.values()].some((st) => st.needsCommit())) {
+    if (!(await this.#commits.final())) {
       this.#d.logger.warn({ group: this.#group }, 'kafka offsets of finished records not committed at close: they will be delivered again');
     }
     await consumer?.disconnect().catch((err: unknown) => {
