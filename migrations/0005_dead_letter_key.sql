@@ -4,9 +4,8 @@
 -- lost). The key is now (consumer, message id or NULL, message key or NULL, body digest): every
 -- distinct message keeps its row, and only a true repeat (same id, key and body) counts up times_seen.
 
-ALTER TABLE dead_letters ADD COLUMN body_sha256 bytea;
-UPDATE dead_letters SET body_sha256 = sha256(body);
-ALTER TABLE dead_letters ALTER COLUMN body_sha256 SET NOT NULL;
+-- Generated: always the digest of the body, for existing rows and for every writer.
+ALTER TABLE dead_letters ADD COLUMN body_sha256 bytea NOT NULL GENERATED ALWAYS AS (sha256(body)) STORED;
 
 -- 'sha256:<hex>' stood for "no readable id": that is NULL now, the digest has its own column.
 ALTER TABLE dead_letters ALTER COLUMN message_id DROP NOT NULL;

@@ -22,7 +22,7 @@ export interface DeadLetterRecord {
   readonly reasonCode: string;
   readonly error: string | undefined;
   readonly type: string | undefined;
-  /** SHA-256 of the body: with consumer, id and key, the row's key. */
+  /** SHA-256 of the body (the table computes its own `body_sha256`): with consumer, id and key, the row's key. */
   readonly bodySha256: Buffer;
 }
 
@@ -109,8 +109,8 @@ export class DeadLetterRecorder {
     const r = this.describe(d);
     const attempts = Number(d.headers[H.attempt]);
     await db.query(
-      `INSERT INTO ${this.#t} (message_id, consumer, topic, msg_type, msg_key, reason_code, error, headers, body, body_sha256, attempts)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+      `INSERT INTO ${this.#t} (message_id, consumer, topic, msg_type, msg_key, reason_code, error, headers, body, attempts)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
        ON CONFLICT (consumer, (coalesce(message_id, '')), (coalesce(msg_key, '')), body_sha256) DO UPDATE SET
          times_seen = ${this.#t}.times_seen + 1, last_seen_at = now(), reason_code = excluded.reason_code,
          error = excluded.error, headers = excluded.headers, attempts = excluded.attempts,
@@ -126,7 +126,6 @@ export class DeadLetterRecorder {
         r.error ?? null,
         JSON.stringify(Object.fromEntries(Object.entries(d.headers).map(([k, v]) => [clean(k), clean(v)]))),
         d.body,
-        r.bodySha256,
         Number.isFinite(attempts) ? attempts : null,
       ],
     );
