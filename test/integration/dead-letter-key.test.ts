@@ -129,7 +129,7 @@ describe('dead-letter rows', () => {
   });
 });
 
-describe('migration 0005 (dead-letter key)', () => {
+describe('migration 0006 (dead-letter key)', () => {
   it('migrates existing rows: digest filled, sha256: ids become NULL, the new key holds', async () => {
     const old = await createTestDb({ prefix: 'sf_dlmig', migrate: false });
     try {
