@@ -17,6 +17,7 @@ import {
   DEAD_LETTER_CONSUMER,
   DEAD_LETTER_TOPIC,
   DEFAULT_REDELIVERY,
+  type Delivery,
   type Handler,
   type RedeliveryPolicy,
   type Subscription,
@@ -221,6 +222,14 @@ export function createWorker(deps: {
     };
   }
 
+  /** Files a dead letter in `dead_letters`: the recorder's handler, and the transports' DeadLetterSink. */
+  async function recordDeadLetter(d: Delivery): Promise<void> {
+    const rec = await recorder.record(db, d);
+    deadLettersRecorded++;
+    logger.warn({ messageId: rec.messageId, consumer: rec.consumer, reason: rec.reasonCode, error: rec.error }, 'dead letter recorded');
+    events.emit('deadLetter', rec);
+  }
+
   function topology(): Topology {
     const all = mod.sagas ?? [];
     const parts = mod.participants ?? [];
@@ -257,7 +266,8 @@ export function createWorker(deps: {
     async start() {
       await assertSchemaCurrent(db, schema);
       await transport.declare(topology());
-      const subOpts = { prefetch: o.prefetch ?? 512, retry: o.retry ?? DEFAULT_REDELIVERY };
+      // The sink takes a failed message whose retry or dead-letter copy the broker refuses for good.
+      const subOpts = { prefetch: o.prefetch ?? 512, retry: o.retry ?? DEFAULT_REDELIVERY, deadLetterSink: { record: recordDeadLetter } };
       for (const def of defs.values()) {
         const work = sagaWork({ def, sagas: sagaStore, inbox, outbox, graceMs, transitions, logger, onApplied });
         subscriptions.push(await transport.subscriber.subscribe([def.topic], def.consumer, consumerHandler(def.registry, work, 'saga'), subOpts));
@@ -276,13 +286,7 @@ export function createWorker(deps: {
         subscriptions.push(await transport.subscriber.subscribe(p.topics, p.consumer, consumerHandler(registry, work, 'participant'), subOpts));
       }
       if (o.recordDeadLetters ?? true) {
-        const handler: Handler = async (d) => {
-          const rec = await recorder.record(db, d);
-          deadLettersRecorded++;
-          logger.warn({ messageId: rec.messageId, consumer: rec.consumer, reason: rec.reasonCode, error: rec.error }, 'dead letter recorded');
-          events.emit('deadLetter', rec);
-        };
-        subscriptions.push(await transport.subscriber.subscribe([DEAD_LETTER_TOPIC], DEAD_LETTER_CONSUMER, handler, subOpts));
+        subscriptions.push(await transport.subscriber.subscribe([DEAD_LETTER_TOPIC], DEAD_LETTER_CONSUMER, recordDeadLetter, subOpts));
       }
       await relay.start();
       timers?.start();
