@@ -8,7 +8,8 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { StockReserved, orderParticipants, orderSaga } from '../../../examples/order/index.js';
-import { encodeEnvelope, type Envelope } from '../../../src/messages/envelope.js';
+import type { Envelope } from '../../../src/messages/envelope.js';
+import { encodeEnvelope } from '../../../src/messages/wire.js';
 import type { OutgoingMessage } from '../../../src/transport/contract.js';
 import type { ParticipantDefinition } from '../../../src/participant/definition.js';
 import { waitFor } from '../../helpers/wait.js';
