@@ -34,7 +34,8 @@ export function replyId(commandId: string, participant: string): string {
   return derivedId(`${commandId}:reply:${participant}`);
 }
 
-function buildReply(participant: string, env: Envelope, r: Reply, format: WireFormat, logger: Logger): OutgoingMessage | undefined {
+/** The reply a participant sends for `r` to command `env` (exported for the wire-protocol examples). */
+export function buildReply(participant: string, env: Envelope, r: Reply, format: WireFormat, logger: Logger): OutgoingMessage | undefined {
   const parsed = r.message.schema.safeParse(r.payload);
   if (!parsed.success) {
     throw new PermanentError('SCHEMA_INVALID', `participant ${participant} built an invalid ${r.message.type}: ${describeIssues(parsed.error)}`);
