@@ -12,6 +12,7 @@ import { defineMessage, MessageRegistry } from '../../src/messages/message.js';
 import { decodeDelivery } from '../../src/transaction/decode.js';
 import type { Delivery } from '../../src/transport/contract.js';
 import { seededRandom } from '../helpers/seed.js';
+import { codeOf } from '../helpers/reason-code.js';
 
 const Msg = defineMessage({
   type: 'E.Msg',
@@ -44,15 +45,6 @@ const delivery = (body: Buffer, headers: Record<string, string> = {}): Delivery 
   redelivered: false,
 });
 
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (err) {
-    expect(err).toBeInstanceOf(PermanentError);
-    return (err as PermanentError).code;
-  }
-}
 
 const json = (v: unknown) => Buffer.from(JSON.stringify(v));
 

@@ -6,12 +6,12 @@
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { PermanentError } from '../../src/errors.js';
 import { toCloudEvent } from '../../src/messages/cloudevents.js';
 import { canonicalJson, meaningDigest, type Envelope } from '../../src/messages/envelope.js';
 import { decodeMessage, encodeMessage } from '../../src/messages/wire.js';
 import { v01Decode, v01Encode } from '../fixtures/legacy-reader-v0.1.js';
 import { seededRandom } from '../helpers/seed.js';
+import { codeOf } from '../helpers/reason-code.js';
 
 const base: Envelope = {
   id: '7c9e6679-7425-40de-944b-e07fc1f90ae7',
@@ -28,15 +28,6 @@ const base: Envelope = {
   payload: { orderId: 'order-1', items: [{ sku: 'a', qty: 1 }] },
 };
 
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (err) {
-    expect(err).toBeInstanceOf(PermanentError);
-    return (err as PermanentError).code;
-  }
-}
 
 const json = (v: unknown) => Buffer.from(JSON.stringify(v));
 
