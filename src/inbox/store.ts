@@ -30,6 +30,13 @@ export interface ClaimResult {
    * concurrent release). Never taken for a duplicate: the caller retries the message.
    */
   readonly unresolved: ReadonlySet<string>;
+  /** The digest the inbox holds for every id that was there already (duplicates and conflicts). */
+  readonly stored: ReadonlyMap<string, Buffer>;
+}
+
+/** Whether `stored` (an inbox row's digest) is that of the message `r`: by meaning, or by bytes for rows of the previous release. */
+export function sameMessage(stored: Buffer, r: Pick<ClaimRequest, 'digest' | 'bodyDigest'>): boolean {
+  return stored.equals(r.digest) || (r.bodyDigest !== undefined && stored.equals(r.bodyDigest()));
 }
 
 /** Postgres prints a uuid in lower case: every id is compared in that spelling, whatever the caller passed. */
@@ -55,20 +62,21 @@ export class InboxStore {
     const duplicates = new Set<string>();
     const conflicts = new Set<string>();
     const unresolved = new Set<string>();
+    const stored = new Map<string, Buffer>();
     if (others.length > 0) {
       const seen = await tx.query<{ message_id: string; digest: Buffer }>(
         `SELECT message_id, digest FROM ${this.#t} WHERE consumer = $1 AND message_id = ANY($2::uuid[])`,
         [consumer, others.map((r) => r.messageId)],
       );
-      const digests = new Map(seen.rows.map((r) => [r.message_id, r.digest]));
+      for (const r of seen.rows) stored.set(r.message_id, r.digest);
       for (const r of others) {
-        const d = digests.get(r.messageId);
+        const d = stored.get(r.messageId);
         if (d === undefined) unresolved.add(r.messageId);
-        else if (d.equals(r.digest) || (r.bodyDigest !== undefined && d.equals(r.bodyDigest()))) duplicates.add(r.messageId);
+        else if (sameMessage(d, r)) duplicates.add(r.messageId);
         else conflicts.add(r.messageId);
       }
     }
-    return { claimed, duplicates, conflicts, unresolved };
+    return { claimed, duplicates, conflicts, unresolved, stored };
   }
 
   /** Gives claims back (their messages were rejected), so a later redelivery or redrive processes them. */

@@ -1,10 +1,10 @@
 import type { Queryable } from '../db/db.js';
 import { PermanentError, RetryableError } from '../errors.js';
 import { digest16 } from '../ids.js';
-import type { InboxStore } from '../inbox/store.js';
+import { sameMessage, type InboxStore } from '../inbox/store.js';
 import type { Logger } from '../log.js';
 import type { Inbound } from './decode.js';
-import type { MessageOutcome } from './outcome.js';
+import { failed, type MessageOutcome } from './outcome.js';
 
 /**
  * One outcome slot per message of a batch. Setting a slot twice, or leaving one empty, throws: the
@@ -46,34 +46,39 @@ export interface ClaimedBatch {
  */
 export async function claimBatch(tx: Queryable, inbox: InboxStore, consumer: string, items: readonly Inbound[], logger: Logger): Promise<ClaimedBatch> {
   const outcomes = new Outcomes(items.length);
-  const first = new Map<string, number>();
+  // Copies of one id in this batch, in batch order; the first one is claimed for all of them.
+  const copies = new Map<string, number[]>();
   items.forEach((it, i) => {
     const id = it.envelope.id.toLowerCase();
-    const f = first.get(id);
-    if (f === undefined) first.set(id, i);
-    else if (items[f]!.digest.equals(it.digest)) {
-      outcomes.set(i, { kind: 'duplicate', of: 'batch' });
-    } else {
-      outcomes.set(i, { kind: 'failed', error: new PermanentError('ID_CONFLICT', `message id ${id} appears twice in one batch with different contents`) });
-    }
+    const list = copies.get(id);
+    if (list) list.push(i);
+    else copies.set(id, [i]);
   });
-  const claim = await inbox.claim(
-    tx,
-    consumer,
-    [...first].map(([id, i]) => ({ messageId: id, digest: items[i]!.digest, bodyDigest: () => digest16(items[i]!.delivery.body) })),
-  );
+  const request = (i: number) => ({ digest: items[i]!.digest, bodyDigest: () => digest16(items[i]!.delivery.body) });
+  const claim = await inbox.claim(tx, consumer, [...copies].map(([id, [first]]) => ({ messageId: id, ...request(first!) })));
   const claimed: { index: number; item: Inbound }[] = [];
-  for (const [id, i] of first) {
-    const item = items[i]!;
+  const conflict = (id: string, where: string) => failed(new PermanentError('ID_CONFLICT', `message id ${id} was ${where} with different contents`));
+  for (const [id, [first, ...rest]] of copies) {
+    const f = first!;
     if (claim.claimed.has(id)) {
-      claimed.push({ index: i, item });
-    } else if (claim.duplicates.has(id)) {
-      outcomes.set(i, { kind: 'duplicate', of: 'inbox' });
-      logger.debug({ messageId: id, type: item.envelope.type, consumer }, 'duplicate delivery ignored');
-    } else if (claim.conflicts.has(id)) {
-      outcomes.set(i, { kind: 'failed', error: new PermanentError('ID_CONFLICT', `message id ${id} was seen before with different contents`) });
-    } else {
-      outcomes.set(i, { kind: 'failed', error: new RetryableError('CONCURRENT_UPDATE', `the inbox row of message ${id} changed under the claim; retrying`) });
+      // New: the first copy is applied; the others of the batch compare with it.
+      claimed.push({ index: f, item: items[f]! });
+      for (const i of rest) outcomes.set(i, items[i]!.digest.equals(items[f]!.digest) ? { kind: 'duplicate', of: 'batch' } : conflict(id, 'in the same batch'));
+      continue;
+    }
+    const stored = claim.stored.get(id);
+    if (stored === undefined) {
+      for (const i of [f, ...rest]) outcomes.set(i, failed(new RetryableError('CONCURRENT_UPDATE', `the inbox row of message ${id} changed under the claim; retrying`)));
+      continue;
+    }
+    // Seen before: every copy compares with what the inbox holds, not with its neighbours in the batch.
+    for (const i of [f, ...rest]) {
+      if (sameMessage(stored, request(i))) {
+        outcomes.set(i, { kind: 'duplicate', of: 'inbox' });
+        logger.debug({ messageId: id, type: items[i]!.envelope.type, consumer }, 'duplicate delivery ignored');
+      } else {
+        outcomes.set(i, conflict(id, 'seen before'));
+      }
     }
   }
   return { outcomes, claimed };
