@@ -89,7 +89,7 @@ export interface LocalRun {
 }
 
 /** Why an input was rejected: it is invalid for this saga (the message is dead-lettered with this reason). */
-export type RejectionCode = Extract<ReasonCode, 'UNKNOWN_SAGA' | 'TENANT_MISMATCH' | 'UNEXPECTED_REPLY' | 'OUT_OF_ORDER' | 'INVALID_STATE' | 'NOT_FOUND' | 'NEEDS_FORCE'>;
+export type RejectionCode = Extract<ReasonCode, 'UNKNOWN_SAGA' | 'TENANT_MISMATCH' | 'UNEXPECTED_REPLY' | 'UNMATCHED_REPLY' | 'OUT_OF_ORDER' | 'INVALID_STATE' | 'NOT_FOUND' | 'NEEDS_FORCE'>;
 /** Why an input changed nothing although it was valid (a duplicate, a late or stale reply, a timer no longer due). */
 export type IgnoreCode = 'DUPLICATE_START' | 'LATE_REPLY' | 'STALE_REPLY' | 'DUPLICATE_REPLY' | 'STALE_TIMER' | 'STALE_LOCAL_RESULT';
 export type DecisionCode = RejectionCode | IgnoreCode;
@@ -435,7 +435,20 @@ function onReply(t: Draft, input: Extract<SagaInput, { kind: 'reply' }>): Decisi
     return unchanged(base, 'rejected', 'TENANT_MISMATCH', `reply ${input.type} is for tenant ${input.tenantId}, saga ${base.id} belongs to another tenant`);
   }
   const cursor = base.state.cursor;
-  if (cursor && cursor.waiting === 'reply' && input.causationId !== undefined && input.causationId === cursor.commandId) {
+  const answersCurrent = cursor !== null && cursor.waiting === 'reply' && input.causationId !== undefined && input.causationId === cursor.commandId;
+  if (!answersCurrent && !answersSentCommand(base, input.causationId) && !answersUnreachedStep(def, base, input.headers)) {
+    // A reply that names no command of this saga cannot be placed: ignored, it used to leave the
+    // saga waiting until its step timed out ("no reply within ..."), effects not compensated.
+    return unchanged(
+      base,
+      'rejected',
+      'UNMATCHED_REPLY',
+      input.causationId === undefined
+        ? `${input.type} has no causation id; a reply must carry the id of the command it answers`
+        : `${input.type} answers ${input.causationId}, which is no command saga ${base.id} sent`,
+    );
+  }
+  if (cursor && answersCurrent) {
     const action = actionOf(stepOf(def, cursor.step), cursor.phase);
     const reply = { id: input.messageId, type: input.type, payload: input.payload };
     if (action.success.has(input.type)) {
@@ -485,6 +498,22 @@ function onReply(t: Draft, input: Extract<SagaInput, { kind: 'reply' }>): Decisi
     return unchanged(base, 'rejected', 'OUT_OF_ORDER', `${input.type} answers step ${step.name}, which saga ${base.id} has not reached (it is at ${current.name})`);
   }
   return unchanged(base, 'ignored', 'DUPLICATE_REPLY', `${input.type} does not answer the command saga ${base.id} is waiting for`);
+}
+
+/** Command ids are derived from the saga id and step sequence, so "did this saga send it" needs no lookup. */
+function answersSentCommand(base: SagaInstance, causationId: string | undefined): boolean {
+  if (causationId === undefined) return false;
+  for (let seq = base.state.seq; seq >= 1; seq--) if (commandId(base.id, seq) === causationId) return true;
+  return false;
+}
+
+/** The reply's step headers name a forward step ahead of the saga's: OUT_OF_ORDER says more than UNMATCHED_REPLY. */
+function answersUnreachedStep(def: SagaDefinition, base: SagaInstance, headers: Readonly<Record<string, string>>): boolean {
+  const cursor = base.state.cursor;
+  const name = headers[STEP_HEADERS.step];
+  const step = name ? def.step(name) : undefined;
+  const current = cursor ? def.step(cursor.step) : undefined;
+  return step !== undefined && current !== undefined && cursor?.phase === 'forward' && headers[STEP_HEADERS.phase] === 'forward' && step.index > current.index;
 }
 
 function onTimer(t: Draft): Decision {

@@ -1,7 +1,9 @@
 import { derivedId } from '../ids.js';
 import { PermanentError } from '../errors.js';
 import type { InboxStore } from '../inbox/store.js';
-import { describeIssues, encodeEnvelope, type Envelope } from '../messages/envelope.js';
+import { describeIssues, type Envelope } from '../messages/envelope.js';
+import type { WireFormat } from '../messages/wire.js';
+import { outgoing } from './outgoing.js';
 import type { Logger } from '../log.js';
 import type { OutboxStore } from '../outbox/store.js';
 import type { SagaStore } from '../saga/store.js';
@@ -12,9 +14,11 @@ import { claimBatch } from './claim.js';
 import type { Inbound } from './decode.js';
 import type { ParticipantDefinition, Reply } from '../participant/definition.js';
 import type { Work } from './run.js';
+import { APPLIED } from './outcome.js';
 
 export interface ParticipantConsumerDeps {
   readonly participant: ParticipantDefinition;
+  readonly wireFormat: WireFormat;
   readonly inbox: InboxStore;
   readonly outbox: OutboxStore;
   readonly sagas: SagaStore;
@@ -30,7 +34,8 @@ export function replyId(commandId: string, participant: string): string {
   return derivedId(`${commandId}:reply:${participant}`);
 }
 
-function buildReply(participant: string, env: Envelope, r: Reply, logger: Logger): OutgoingMessage | undefined {
+/** The reply a participant sends for `r` to command `env` (exported for the wire-protocol examples). */
+export function buildReply(participant: string, env: Envelope, r: Reply, format: WireFormat, logger: Logger): OutgoingMessage | undefined {
   const parsed = r.message.schema.safeParse(r.payload);
   if (!parsed.success) {
     throw new PermanentError('SCHEMA_INVALID', `participant ${participant} built an invalid ${r.message.type}: ${describeIssues(parsed.error)}`);
@@ -50,11 +55,12 @@ function buildReply(participant: string, env: Envelope, r: Reply, logger: Logger
     correlationId: env.correlationId,
     causationId: env.id,
     sagaId: env.sagaId,
+    source: `/sagaflow/participants/${participant}`,
     occurredAt: new Date().toISOString(),
     headers: echoed,
     payload: parsed.data,
   };
-  return { topic: env.replyTo, key: env.sagaId ?? env.correlationId, id: reply.id, type: reply.type, body: encodeEnvelope(reply) };
+  return outgoing(env.replyTo, env.sagaId ?? env.correlationId, reply, format);
 }
 
 /** A participant's transaction over a batch: inbox claim + the handlers' business writes + outbox replies. */
@@ -67,7 +73,9 @@ export function participantWork(deps: ParticipantConsumerDeps): Work<Inbound> {
     // safe: a saga has one command in flight at a time, so two commands of one batch belong to
     // different sagas (or are retries of one step, which participants treat idempotently anyway).
     const groups = new Map<string, Inbound[]>();
-    for (const { item } of claimed) {
+    for (const { index, item } of claimed) {
+      // Applied or nothing: a handler that throws aborts the whole transaction (and its outcomes).
+      outcomes.set(index, APPLIED);
       const list = groups.get(item.envelope.type) ?? [];
       list.push(item);
       groups.set(item.envelope.type, list);
@@ -94,11 +102,11 @@ export function participantWork(deps: ParticipantConsumerDeps): Work<Inbound> {
       handled += group.length;
       group.forEach((item, k) => {
         const r = replies[k];
-        const out = r ? buildReply(participant.name, item.envelope, r, logger) : undefined;
+        const out = r ? buildReply(participant.name, item.envelope, r, deps.wireFormat, logger) : undefined;
         if (out) messages.push(out);
       });
     }
     const written = await writeBatch(tx, { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs }, { sagas: [], steps: [], messages, deletes });
-    return { outcomes, written, committed: () => deps.onHandled(handled) };
+    return { outcomes: outcomes.all(), written, committed: () => deps.onHandled(handled) };
   };
 }

@@ -10,6 +10,7 @@ import { claimBatch } from './claim.js';
 import type { Inbound } from './decode.js';
 import { TransitionBatch, type AppliedDecision, type TransitionSettings } from './transitions.js';
 import type { Work } from './run.js';
+import { APPLIED, failed } from './outcome.js';
 
 export interface SagaConsumerDeps {
   readonly def: SagaDefinition;
@@ -40,7 +41,7 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
       const isStart = item.envelope.type === def.start.type;
       const sagaId = isStart ? (item.envelope.sagaId ?? sagaIdFor(id)) : item.envelope.sagaId;
       if (!sagaId) {
-        outcomes[i] = { ok: false, error: new PermanentError('INVALID_ENVELOPE', `${item.envelope.type} has no sagaId; replies must name their saga`) };
+        outcomes.set(i, failed(new PermanentError('INVALID_ENVELOPE', `${item.envelope.type} has no sagaId; replies must name their saga`)));
         release.push(id);
         continue;
       }
@@ -76,20 +77,22 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
       };
       if (d.outcome === 'rejected') {
         const code = d.code;
-        outcomes[index] = {
-          ok: false,
-          error: RETRYABLE_REJECTIONS.has(code) ? new RetryableError(code, d.message ?? code) : new PermanentError(code, d.message ?? code),
-        };
+        outcomes.set(
+          index,
+          failed(RETRYABLE_REJECTIONS.has(code) ? new RetryableError(code, d.message ?? code) : new PermanentError(code, d.message ?? code)),
+        );
         release.push(env.id);
         logger.warn(log, d.message ?? 'message rejected');
       } else if (d.outcome === 'ignored') {
+        outcomes.set(index, { kind: 'applied', note: d.code });
         logger.info(log, d.message ?? 'message ignored');
-      } else if (d.code) {
-        logger.info(log, d.message ?? d.code);
+      } else {
+        outcomes.set(index, d.code ? { kind: 'applied', note: d.code } : APPLIED);
+        if (d.code) logger.info(log, d.message ?? d.code);
       }
     }
     await deps.inbox.release(tx, def.consumer, release);
     const written = await tr.write(tx, { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs }, deletes);
-    return { outcomes, written, committed: () => deps.onApplied(tr.applied) };
+    return { outcomes: outcomes.all(), written, committed: () => deps.onApplied(tr.applied) };
   };
 }

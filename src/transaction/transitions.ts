@@ -1,7 +1,9 @@
 import { DEFAULT_EVENTS_TOPIC } from '../config.js';
 import type { Queryable } from '../db/db.js';
 import { errorMessage } from '../errors.js';
-import { encodeEnvelope, type Envelope } from '../messages/envelope.js';
+import type { Envelope } from '../messages/envelope.js';
+import { DEFAULT_WIRE_FORMAT, type WireFormat } from '../messages/wire.js';
+import { outgoing } from './outgoing.js';
 import type { SagaDefinition } from '../saga/definition.js';
 import { decide, type Decision, type DecideContext, type EventIntent, type SagaInput } from '../saga/engine.js';
 import type { SagaInstance } from '../saga/state.js';
@@ -17,11 +19,19 @@ export interface TransitionSettings {
   readonly eventsTopic: string;
   readonly events: EventsMode;
   readonly decide: DecideContext;
+  readonly wireFormat: WireFormat;
 }
 
 /** The one place the transition settings get their defaults (worker, timers, operator actions, admin API). */
-export function transitionSettings(o: { eventsTopic?: string | undefined; events?: EventsMode | undefined; random?: (() => number) | undefined } = {}): TransitionSettings {
-  return { eventsTopic: o.eventsTopic ?? DEFAULT_EVENTS_TOPIC, events: o.events ?? 'all', decide: { random: o.random ?? Math.random } };
+export function transitionSettings(
+  o: { eventsTopic?: string | undefined; events?: EventsMode | undefined; random?: (() => number) | undefined; wireFormat?: WireFormat | undefined } = {},
+): TransitionSettings {
+  return {
+    eventsTopic: o.eventsTopic ?? DEFAULT_EVENTS_TOPIC,
+    events: o.events ?? 'all',
+    decide: { random: o.random ?? Math.random },
+    wireFormat: o.wireFormat ?? DEFAULT_WIRE_FORMAT,
+  };
 }
 
 export interface AppliedDecision {
@@ -102,11 +112,12 @@ export class TransitionBatch {
         causationId,
         sagaId: inst.id,
         replyTo: def.topic,
+        source: `/sagaflow/sagas/${def.name}`,
         occurredAt,
         headers: c.headers,
         payload: c.payload,
       };
-      this.messages.push({ topic: c.message.topic!, key: inst.id, id: c.id, type: c.message.type, body: encodeEnvelope(env) });
+      this.messages.push(outgoing(c.message.topic!, inst.id, env, this.cfg.wireFormat));
     }
     for (const e of d.events) {
       if (!this.#publishes(e)) continue;
@@ -118,10 +129,11 @@ export class TransitionBatch {
         correlationId: inst.state.correlationId,
         causationId,
         sagaId: inst.id,
+        source: `/sagaflow/sagas/${def.name}`,
         occurredAt,
         payload: { ...e.payload, status: inst.status, version: inst.version },
       };
-      this.messages.push({ topic: this.cfg.eventsTopic, key: inst.id, id: e.id, type: e.type, body: encodeEnvelope(env) });
+      this.messages.push(outgoing(this.cfg.eventsTopic, inst.id, env, this.cfg.wireFormat));
     }
     this.applied.push({ sagaId: inst.id, decision: d });
   }

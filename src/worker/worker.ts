@@ -34,6 +34,8 @@ import { sagaWork } from '../transaction/saga-work.js';
 import { transitionSettings, type AppliedDecision, type EventsMode } from '../transaction/transitions.js';
 import { TimerService, type TimerOptions } from './timers.js';
 import { runTransactional, type Work } from '../transaction/run.js';
+import type { MessageOutcome } from '../transaction/outcome.js';
+import { DEFAULT_WIRE_FORMAT, type WireFormat } from '../messages/wire.js';
 
 export type Role = 'all' | 'orchestrator' | 'participants';
 
@@ -59,6 +61,8 @@ export interface WorkerOptions {
   readonly recordDeadLetters?: boolean;
   /** Random source for back-off jitter. */
   readonly random?: () => number;
+  /** How commands, replies and events are written (both formats are always read). Default cloudevents. */
+  readonly wireFormat?: WireFormat;
 }
 
 export interface SagaChange {
@@ -98,6 +102,8 @@ export interface WorkerStats {
   /** Messages published by the relay (recovery, client API, operator actions). */
   readonly relayed: number;
   readonly deadLettersRecorded: number;
+  /** Deliveries acknowledged as duplicates (same id and meaning already applied); logged at debug only. */
+  readonly duplicates: number;
 }
 
 /** The worker options a configuration implies (the CLI, the demo and the bench all start from it). */
@@ -112,6 +118,7 @@ export function workerOptionsFrom(config: Config, extra: Partial<WorkerOptions> 
     maxMessageBytes: config.maxMessageBytes,
     events: config.events,
     eventsTopic: config.eventsTopic,
+    wireFormat: config.wireFormat,
     outboxGraceMs: config.outboxGraceMs,
     relay: polls,
     timers: polls,
@@ -154,7 +161,7 @@ export function createWorker(deps: {
     logger,
     onLeftBehind: () => relay.wake(graceMs + 50),
   });
-  const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random });
+  const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random, wireFormat: o.wireFormat });
   const defs = new Map<string, SagaDefinition>(sagas.map((s) => [s.name, s as SagaDefinition]));
   const onApplied = (applied: readonly AppliedDecision[]) => {
     let minWake = Infinity;
@@ -178,6 +185,7 @@ export function createWorker(deps: {
   const subscriptions: Subscription[] = [];
   const batchers: Batcher<Inbound, void>[] = [];
   let deadLettersRecorded = 0;
+  let duplicates = 0;
   let repliesParked = 0;
   let pruneTimer: NodeJS.Timeout | undefined;
   // Deliveries since the last inbox pruning: an idle worker does not prune (nothing new to age out
@@ -189,10 +197,10 @@ export function createWorker(deps: {
    * the definition) is dead-lettered at once; the saga cannot move for any input either, so it is
    * parked too, to say so where operators look (its reason) rather than only in the dead letter.
    */
-  async function parkMismatched(items: readonly Inbound[], outcomes: readonly Outcome<void>[]): Promise<void> {
+  async function parkMismatched(items: readonly Inbound[], outcomes: readonly MessageOutcome[]): Promise<void> {
     for (const [i, out] of outcomes.entries()) {
       const sagaId = items[i]!.envelope.sagaId;
-      if (out.ok || !sagaId || !(out.error instanceof SagaflowError) || out.error.code !== 'DEFINITION_MISMATCH') continue;
+      if (out.kind !== 'failed' || !sagaId || !(out.error instanceof SagaflowError) || out.error.code !== 'DEFINITION_MISMATCH') continue;
       try {
         if (await parkSaga({ db, sagas: sagaStore, logger }, sagaId, `${items[i]!.envelope.type} ${items[i]!.envelope.id}`, out.error, null)) repliesParked++;
       } catch (err) {
@@ -208,7 +216,11 @@ export function createWorker(deps: {
       run: async (items) => {
         const outcomes = await runTransactional({ db, dispatcher, logger }, items, work);
         if (kind === 'saga') await parkMismatched(items, outcomes);
-        return outcomes;
+        return outcomes.map((out): Outcome<void> => {
+          if (out.kind === 'failed') return { ok: false, error: out.error };
+          if (out.kind === 'duplicate') duplicates++;
+          return { ok: true, value: undefined };
+        });
       },
     });
     batchers.push(batcher);
@@ -261,6 +273,7 @@ export function createWorker(deps: {
       published: dispatcher.published,
       relayed: relay.published,
       deadLettersRecorded,
+      duplicates,
     }),
 
     async start() {
@@ -276,6 +289,7 @@ export function createWorker(deps: {
         const registry = new MessageRegistry([...p.handlers.values()].map((h) => h.message));
         const work = participantWork({
           participant: p,
+          wireFormat: o.wireFormat ?? DEFAULT_WIRE_FORMAT,
           inbox,
           outbox,
           sagas: sagaStore,

@@ -21,7 +21,7 @@ import { createClient } from '../../src/client.js';
 import { createDb, type Db, type Queryable } from '../../src/db/db.js';
 import { InboxStore } from '../../src/inbox/store.js';
 import { silentLogger } from '../../src/log.js';
-import { bodyDigest } from '../../src/messages/envelope.js';
+import { digest16 as bodyDigest } from '../../src/ids.js';
 import { defineMessage } from '../../src/messages/message.js';
 import { OutboxDispatcher } from '../../src/outbox/dispatcher.js';
 import { OutboxRelay } from '../../src/outbox/relay.js';
@@ -30,6 +30,7 @@ import { SagaStore } from '../../src/saga/store.js';
 import { PublishError, type OutgoingMessage } from '../../src/transport/contract.js';
 import { writeBatch } from '../../src/transaction/write.js';
 import { runTransactional, type Work } from '../../src/transaction/run.js';
+import { APPLIED } from '../../src/transaction/outcome.js';
 import { createTestDb, databaseUrl, type TestDb } from '../helpers/db.js';
 import { RecordingPublisher } from '../helpers/recording-publisher.js';
 import { seededRandom } from '../helpers/seed.js';
@@ -425,11 +426,10 @@ describe('(e) publish failures', () => {
 });
 
 describe('(f) the fast path: OutboxDispatcher', () => {
-  const OK = { ok: true as const, value: undefined };
   const work =
     (graceMs: number): Work<OutgoingMessage> =>
     async (tx, items, deletes) => ({
-      outcomes: items.map(() => OK),
+      outcomes: items.map(() => APPLIED),
       written: await writeBatch(tx, { sagas: new SagaStore(t.schema), outbox: store, graceMs }, { sagas: [], steps: [], messages: items, deletes }),
     });
 

@@ -129,7 +129,9 @@ export async function createRabbitMqTransport(opts: RabbitMqTransportOptions): P
         // mandatory: an unroutable message comes back as basic.return instead of being confirmed
         // and dropped; topics declared requireRoute: false accept "nobody listens".
         mandatory: !topology.isOptionalTopic(m.topic),
-        contentType: 'application/json',
+        // The envelope's own content type (CloudEvents structured mode or legacy JSON) as the AMQP
+        // property, where the CloudEvents AMQP binding reads it.
+        contentType: m.headers?.['content-type'] ?? 'application/json',
         messageId: m.id,
         type: m.type,
         headers: standardHeaders(m),
