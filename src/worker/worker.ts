@@ -32,6 +32,8 @@ import { parkSaga } from '../transaction/park.js';
 import { sagaWork } from '../transaction/saga-work.js';
 import { transitionSettings, type AppliedDecision, type EventsMode } from '../transaction/transitions.js';
 import { TimerService, type TimerOptions } from './timers.js';
+import { CircuitGates } from '../resilience/circuit-gates.js';
+import { breakerPolicies } from '../resilience/policy.js';
 import { runTransactional, type Work } from '../transaction/run.js';
 
 export type Role = 'all' | 'orchestrator' | 'participants';
@@ -58,6 +60,10 @@ export interface WorkerOptions {
   readonly recordDeadLetters?: boolean;
   /** Random source for back-off jitter. */
   readonly random?: () => number;
+  /** Use the module's circuit breakers (default true). */
+  readonly circuits?: boolean;
+  /** How long a process trusts its cached view of a closed breaker (default 500 ms). */
+  readonly circuitRefreshMs?: number;
 }
 
 export interface SagaChange {
@@ -112,6 +118,7 @@ export function workerOptionsFrom(config: Config, extra: Partial<WorkerOptions> 
     events: config.events,
     eventsTopic: config.eventsTopic,
     outboxGraceMs: config.outboxGraceMs,
+    circuits: config.circuits,
     relay: polls,
     timers: polls,
     inboxRetentionMs: config.retention.inboxMs,
@@ -153,7 +160,19 @@ export function createWorker(deps: {
     logger,
     onLeftBehind: () => relay.wake(graceMs + 50),
   });
-  const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random });
+  const policies = o.circuits === false || sagas.length === 0 ? new Map() : breakerPolicies(mod.resilience);
+  const gates =
+    policies.size === 0
+      ? undefined
+      : new CircuitGates({
+          schema,
+          policies,
+          logger,
+          random: o.random ?? Math.random,
+          onRelease: () => timers?.wakeIn(0),
+          ...(o.circuitRefreshMs !== undefined ? { refreshMs: o.circuitRefreshMs } : {}),
+        });
+  const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random, gates });
   const defs = new Map<string, SagaDefinition>(sagas.map((s) => [s.name, s as SagaDefinition]));
   const onApplied = (applied: readonly AppliedDecision[]) => {
     let minWake = Infinity;
