@@ -245,7 +245,8 @@ export class SagaStore {
     }
     const { rows } = await db.query<SagaSummary>(
       `SELECT id, saga_type AS "type", status, reason, version, tenant_id AS "tenantId",
-              created_at AS "createdAt", updated_at AS "updatedAt", finished_at AS "finishedAt", wake_at AS "wakeAt"
+              created_at AS "createdAt", updated_at AS "updatedAt", finished_at AS "finishedAt", wake_at AS "wakeAt",
+              state->'cursor'->'held'->>'reason' AS "waiting"
        FROM ${this.sagas} ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
        ORDER BY created_at DESC, id DESC LIMIT $${values.push(f.limit ?? 50)}`,
       values,
@@ -299,6 +300,8 @@ export interface SagaSummary {
   readonly updatedAt: Date;
   readonly finishedAt: Date | null;
   readonly wakeAt: Date | null;
+  /** Why a running saga's next attempt waits at a gate (`waiting: circuit payment open`), else null. */
+  readonly waiting: string | null;
 }
 
 export interface StepHistoryRow {

@@ -36,8 +36,12 @@ export interface E2EEnv {
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 
-export function e2eEnv(transport: BrokerKind, extra: Record<string, string> = {}): E2EEnv {
-  const services = inject('services');
+export function e2eEnv(
+  transport: BrokerKind,
+  extra: Record<string, string> = {},
+  // A bench script outside vitest passes its own services.
+  services: { databaseUrl: string; amqpUrl: string; kafkaBrokers: string } = inject('services'),
+): E2EEnv {
   const schema = uniqueName('sf_e2e');
   const exampleSchema = `${schema}_ex`;
   const namespace = `${schema}.`;
