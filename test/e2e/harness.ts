@@ -487,3 +487,13 @@ export async function poisonCommand(
   await waitAllTerminal(db, env, counts.before + counts.after);
   return dead!;
 }
+
+/** Stops a RabbitMQ run's processes and removes what it left (queues, schemas); returns their exit codes. */
+export async function tearDownRabbitRun(run: { env: E2EEnv; db: Db; transport: Transport; workers: readonly WorkerProcess[] }): Promise<(number | null)[]> {
+  const codes = await Promise.all(run.workers.map((w) => w.stop()));
+  await run.transport.close();
+  await cleanupRabbit(run.env).catch(() => undefined);
+  await dropSchemas(run.db, run.env);
+  await run.db.close();
+  return codes;
+}

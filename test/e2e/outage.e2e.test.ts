@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Db } from '../../src/db/db.js';
 import type { Transport } from '../../src/transport/contract.js';
 import { exampleTables } from '../../examples/order/participants.js';
-import { checkInvariants, cleanupRabbit, dropSchemas, e2eEnv, prepare, testTransport, unhandledErrors, waitOutboxDrained, WorkerProcess, type E2EEnv } from './harness.js';
+import { checkInvariants, e2eEnv, prepare, tearDownRabbitRun, testTransport, unhandledErrors, waitOutboxDrained, WorkerProcess, type E2EEnv } from './harness.js';
 import { runOutage, type OutageFigures } from './outage-scenario.js';
 
 interface Run {
@@ -39,12 +39,7 @@ async function setUp(extra: Record<string, string>): Promise<Run> {
 afterEach(async () => {
   const run = current;
   current = undefined;
-  if (!run) return;
-  await Promise.all(run.workers.map((w) => w.stop()));
-  await run.transport.close();
-  await cleanupRabbit(run.env).catch(() => undefined);
-  await dropSchemas(run.db, run.env);
-  await run.db.close();
+  if (run) await tearDownRabbitRun(run);
 });
 
 function print(f: OutageFigures): void {
