@@ -128,14 +128,15 @@ export class CircuitStore {
 
   /** An operator closes it (and hands it back to the automatic rules); returns the previous state. */
   async forceClose(tx: Queryable, name: string): Promise<CircuitState | null> {
-    const { rows } = await tx.query<{ prev: CircuitState }>(
-      `WITH prev AS (SELECT state FROM ${this.#t} WHERE name = $1 FOR UPDATE)
-       UPDATE ${this.#t} SET state = 'closed', forced = NULL, window_start = ${this.#now}, failures = 0, calls = 0, prev_failures = 0,
+    const { rows } = await tx.query<{ state: CircuitState }>(`SELECT state FROM ${this.#t} WHERE name = $1 FOR UPDATE`, [name]);
+    if (!rows[0]) return null;
+    await tx.query(
+      `UPDATE ${this.#t} SET state = 'closed', forced = NULL, window_start = ${this.#now}, failures = 0, calls = 0, prev_failures = 0,
               prev_calls = 0, probe_saga = NULL, probe_until = NULL, updated_at = ${this.#now}
-       WHERE name = $1 RETURNING (SELECT state FROM prev) AS prev`,
+       WHERE name = $1`,
       [name],
     );
-    return rows[0]?.prev ?? null;
+    return rows[0].state;
   }
 
   async list(db: Queryable): Promise<CircuitInfo[]> {
