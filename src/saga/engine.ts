@@ -166,6 +166,7 @@ class Draft {
     seq: number;
     correlationId: string;
     failedAt: EngineState['failedAt'];
+    holds?: number;
   };
   reason: string | null;
   readonly steps = new Map<number, StepRowChange>();
@@ -192,6 +193,7 @@ class Draft {
       seq: s.seq,
       correlationId: s.correlationId,
       failedAt: s.failedAt,
+      ...(s.holds !== undefined ? { holds: s.holds } : {}),
     };
     this.reason = base.reason;
   }
@@ -282,6 +284,7 @@ function begin(t: Draft, step: StepDef, phase: Phase, attempt: number, earlier: 
     // The gate is closed: the attempt does not start (no row, no command, no attempt used); the
     // saga wakes later and asks again. The sequence number taken above is given back.
     t.state.seq--;
+    t.state.holds = (t.state.holds ?? 0) + 1;
     t.state.cursor = { step: step.name, phase, attempt, seq: t.state.seq, waiting: 'held', commandId: null, earlier, held: { gate: action.gate!, reason: hold.reason } };
     t.wake = { delayMs: hold.delayMs };
     return;

@@ -36,6 +36,8 @@ export interface EngineState {
   /** Last step-history sequence number used. */
   readonly seq: number;
   readonly correlationId: string;
+  /** Times an attempt was held at a closed gate (each is a transition without a step row); absent = 0. */
+  readonly holds?: number;
   /** Where a failed saga stopped, so that replay knows where to resume. */
   readonly failedAt: { readonly step: string; readonly phase: Phase } | null;
 }

@@ -63,6 +63,7 @@ describe('engine: held attempts', () => {
     expect(d.instance!.status).toBe('running');
     expect(d.instance!.state.cursor).toMatchObject({ step: 'pay', attempt: 1, waiting: 'held', held: { gate: 'r.pay', reason: 'waiting: circuit r.pay open' } });
     expect(d.instance!.state.seq).toBe(0);
+    expect(d.instance!.state.holds).toBe(1);
     // Still closed: held again, same attempt.
     const again = decide(def, d.instance, { kind: 'timer' }, ctx(held('r.pay')));
     expect(again.instance!.state.cursor).toMatchObject({ attempt: 1, waiting: 'held' });
