@@ -91,6 +91,8 @@ export const envSchema = z.object({
   SAGAFLOW_RETAIN_INBOX: duration.prefault('7d'),
   SAGAFLOW_RETAIN_RESOLVED_DEAD_LETTERS: duration.prefault('30d'),
   SAGAFLOW_RETAIN_AUDIT: duration.prefault('365d'),
+  /** off: ignore the module's circuit breakers (every command is sent at once, as without them). */
+  SAGAFLOW_CIRCUITS: z.enum(['on', 'off']).default('on'),
   /** Reliability testing only: publish every outgoing message twice. */
   SAGAFLOW_FAULT_DUPLICATE_PUBLISH: z.enum(['0', '1']).default('0'),
 });
@@ -150,6 +152,7 @@ function toConfig(e: Env) {
       resolvedDeadLettersMs: e.SAGAFLOW_RETAIN_RESOLVED_DEAD_LETTERS,
       auditMs: e.SAGAFLOW_RETAIN_AUDIT,
     },
+    circuits: e.SAGAFLOW_CIRCUITS === 'on',
     faults: { duplicatePublish: e.SAGAFLOW_FAULT_DUPLICATE_PUBLISH === '1' },
   };
 }

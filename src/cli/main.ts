@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { packageRoot } from '../db/migrate.js';
 import { errorMessage } from '../errors.js';
+import { circuitsList, circuitsSet } from './commands/circuits.js';
 import { devCommand } from './commands/dev.js';
 import { healthCommand } from './commands/health.js';
 import { migrateCommand } from './commands/migrate.js';
@@ -111,6 +112,25 @@ sagas
   .description('a saga with its step timeline (attempts, replies, errors)')
   .option('--json', 'print JSON')
   .action(withContext((ctx, id: string, opts) => sagasShow(ctx, id, opts)));
+
+const circuits = program.command('circuits').description('the circuit breakers every orchestrator shares');
+circuits
+  .command('list')
+  .description('each breaker: state, sagas waiting at it, failures in its window, opens, probes')
+  .option('--json', 'print JSON')
+  .action(withContext((ctx, opts) => circuitsList(ctx, opts)));
+for (const [verb, what] of [
+  ['open', 'hold a breaker open (sagas about to send through it wait) until closed by hand'],
+  ['close', 'close a breaker now and release the sagas waiting at it at a controlled rate'],
+] as const) {
+  circuits
+    .command(`${verb} <name>`)
+    .description(what)
+    .option('--reason <text>', 'why (required, kept in the audit trail)')
+    .option('--actor <name>', 'who, for the audit trail (default cli:<user>)')
+    .option('--json', 'print JSON')
+    .action(withContext((ctx, name: string, opts) => circuitsSet(ctx, verb, name, opts)));
+}
 
 program
   .command('replay [id]')

@@ -4,7 +4,7 @@ import type { Logger } from '../log.js';
 import type { OutboxStore } from '../outbox/store.js';
 import type { SagaDefinition } from '../saga/definition.js';
 import { sagaIdFor, type RejectionCode, type SagaInput } from '../saga/engine.js';
-import { STEP_HEADERS } from '../saga/state.js';
+import { START_HEADERS, STEP_HEADERS } from '../saga/state.js';
 import type { SagaStore } from '../saga/store.js';
 import { claimBatch } from './claim.js';
 import type { Inbound } from './decode.js';
@@ -53,7 +53,7 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
       const env = item.envelope;
       const input: SagaInput =
         env.type === def.start.type
-          ? { kind: 'start', sagaId, messageId: env.id, tenantId: env.tenantId, correlationId: env.correlationId, payload: item.payload }
+          ? { kind: 'start', sagaId, messageId: env.id, tenantId: env.tenantId, correlationId: env.correlationId, payload: item.payload, ...startDeadline(env.headers) }
           : {
               kind: 'reply',
               messageId: env.id,
@@ -93,6 +93,20 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
     }
     await deps.inbox.release(tx, def.consumer, release);
     const written = await tr.write(tx, { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs }, deletes);
-    return { outcomes: outcomes.all(), written, committed: () => deps.onApplied(tr.applied) };
+    return {
+      outcomes: outcomes.all(),
+      written,
+      committed: () => {
+        tr.committed();
+        deps.onApplied(tr.applied);
+      },
+    };
   };
+}
+
+/** A start message's own deadline (header sagaflow-deadline-ms); a malformed one is ignored, the definition's applies. */
+function startDeadline(headers: Readonly<Record<string, string>> | undefined): { deadlineMs?: number } {
+  const raw = headers?.[START_HEADERS.deadlineMs];
+  const ms = raw === undefined ? NaN : Number(raw);
+  return Number.isFinite(ms) && ms > 0 ? { deadlineMs: ms } : {};
 }

@@ -70,15 +70,16 @@ export async function runTimerRound(deps: TimerWorkDeps, size: number): Promise<
 async function fire(deps: TimerWorkDeps, claim: (tx: Queryable) => ReturnType<SagaStore['claimDue']>, seen: string[]): Promise<number> {
   const deletes = deps.dispatcher.takeDeletes();
   let applied: readonly AppliedDecision[] = [];
+  let batch: TransitionBatch | undefined;
   let count = 0;
   try {
     const written = await deps.db.transaction(async (tx) => {
       const due = await claim(tx);
       seen.push(...due.map((s) => s.id));
       count = due.length;
-      const tr = new TransitionBatch(deps.transitions, new Map(due.map((s) => [s.id, s])));
+      const tr = (batch = new TransitionBatch(deps.transitions, new Map(due.map((s) => [s.id, s]))));
       for (const saga of due) {
-        const d = await tr.apply(tx, deps.defs.get(saga.type)!, saga.id, { kind: 'timer' }, { messageId: undefined });
+        const d = await tr.apply(tx, deps.defs.get(saga.type)!, saga.id, { kind: 'timer', deadline: saga.deadlineDue }, { messageId: undefined });
         if (d.outcome !== 'applied') deps.logger.debug({ sagaId: saga.id, code: d.code }, 'timer ignored');
       }
       applied = tr.applied;
@@ -89,6 +90,7 @@ async function fire(deps: TimerWorkDeps, claim: (tx: Queryable) => ReturnType<Sa
     deps.dispatcher.giveBack(deletes);
     throw err;
   }
+  batch?.committed();
   deps.onApplied(applied);
   return count;
 }

@@ -33,6 +33,8 @@ import { parkSaga } from '../transaction/park.js';
 import { sagaWork } from '../transaction/saga-work.js';
 import { transitionSettings, type AppliedDecision, type EventsMode } from '../transaction/transitions.js';
 import { TimerService, type TimerOptions } from './timers.js';
+import { CircuitGates } from '../resilience/circuit-gates.js';
+import { breakerPolicies } from '../resilience/policy.js';
 import { runTransactional, type Work } from '../transaction/run.js';
 import type { MessageOutcome } from '../transaction/outcome.js';
 import { DEFAULT_WIRE_FORMAT, type WireFormat } from '../messages/wire.js';
@@ -63,6 +65,10 @@ export interface WorkerOptions {
   readonly random?: () => number;
   /** How commands, replies and events are written (both formats are always read). Default cloudevents. */
   readonly wireFormat?: WireFormat;
+  /** Use the module's circuit breakers (default true). */
+  readonly circuits?: boolean;
+  /** How long a process trusts its cached view of a closed breaker (default 500 ms). */
+  readonly circuitRefreshMs?: number;
 }
 
 export interface SagaChange {
@@ -120,6 +126,7 @@ export function workerOptionsFrom(config: Config, extra: Partial<WorkerOptions> 
     eventsTopic: config.eventsTopic,
     wireFormat: config.wireFormat,
     outboxGraceMs: config.outboxGraceMs,
+    circuits: config.circuits,
     relay: polls,
     timers: polls,
     inboxRetentionMs: config.retention.inboxMs,
@@ -161,7 +168,19 @@ export function createWorker(deps: {
     logger,
     onLeftBehind: () => relay.wake(graceMs + 50),
   });
-  const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random, wireFormat: o.wireFormat });
+  const policies = o.circuits === false || sagas.length === 0 ? new Map() : breakerPolicies(mod.resilience);
+  const gates =
+    policies.size === 0
+      ? undefined
+      : new CircuitGates({
+          schema,
+          policies,
+          logger,
+          random: o.random ?? Math.random,
+          onRelease: () => timers?.wakeIn(0),
+          ...(o.circuitRefreshMs !== undefined ? { refreshMs: o.circuitRefreshMs } : {}),
+        });
+  const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random, wireFormat: o.wireFormat, gates });
   const defs = new Map<string, SagaDefinition>(sagas.map((s) => [s.name, s as SagaDefinition]));
   const onApplied = (applied: readonly AppliedDecision[]) => {
     let minWake = Infinity;
