@@ -21,8 +21,8 @@ import { workedExample } from '../scripts/wire/generate.js';
 
 const n = Number(process.argv[2] ?? 200_000);
 const registry = new MessageRegistry([ReserveStock]);
-const structured = workedExample('cloudevents').command;
-const legacy = workedExample('legacy').command;
+const structured = (await workedExample('cloudevents')).command;
+const legacy = (await workedExample('legacy')).command;
 const env = decodeMessage(structured.body, structured.headers).envelope;
 const { data, ...attrs } = toCloudEvent(env);
 const binaryHeaders = { ...Object.fromEntries(Object.entries(attrs).map(([k, v]) => [`ce_${k}`, String(v)])), 'content-type': 'application/json' };

@@ -38,7 +38,7 @@ export const EXAMPLE_MESSAGES: readonly MessageDefinition[] = (Object.values(ord
   .sort((a, b) => a.type.localeCompare(b.type));
 
 /** file name (under docs/schemas) -> content, pretty-printed with a final newline. */
-export function schemaFiles(): Map<string, string> {
+export async function schemaFiles(): Promise<Map<string, string>> {
   const files = new Map<string, string>();
   const put = (name: string, v: unknown) => files.set(name, `${JSON.stringify(v, null, 2)}\n`);
   put('cloudevent.schema.json', jsonSchema(cloudEventSchema, 'cloudevent.schema.json', 'sagaflow message, CloudEvents 1.0 structured mode (JSON event format)'));
@@ -46,7 +46,7 @@ export function schemaFiles(): Map<string, string> {
   for (const def of EXAMPLE_MESSAGES) {
     put(`messages/${def.type}.schema.json`, jsonSchema(eventSchemaFor(def), `messages/${def.type}.schema.json`, `${def.type} (order example) as a structured CloudEvent`));
   }
-  const ex = workedExample('cloudevents');
+  const ex = await workedExample('cloudevents');
   put('examples/ReserveStock.command.json', JSON.parse(ex.command.body.toString('utf8')));
   put('examples/StockReserved.reply.json', JSON.parse(ex.reply.body.toString('utf8')));
   return files;
@@ -61,11 +61,11 @@ const fixTime = (m: OutgoingMessage): OutgoingMessage => ({
  * The order saga's first command (ReserveStock, sent by the orchestrator when PlaceOrder arrives)
  * and the stock participant's reply, as the worker encodes them; only the clock is fixed.
  */
-export function workedExample(format: WireFormat): { command: OutgoingMessage; reply: OutgoingMessage; sagaId: string } {
+export async function workedExample(format: WireFormat): Promise<{ command: OutgoingMessage; reply: OutgoingMessage; sagaId: string }> {
   const sagaId = sagaIdFor(EXAMPLE_START_ID);
   const tr = new TransitionBatch(transitionSettings({ events: 'none', random: () => 0.5, wireFormat: format }), new Map());
   const noTx = {} as Queryable; // the order saga's first step is a remote command: no local step runs
-  void tr.apply(
+  await tr.apply(
     noTx,
     orderSaga,
     sagaId,

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { orderSaga } from '../../examples/order/saga.js';
 import * as order from '../../examples/order/messages.js';
 import { STEP_HEADERS } from '../../src/saga/state.js';
@@ -26,7 +26,10 @@ function example(name: string): string {
 }
 
 describe('docs/wire-protocol.md worked example', () => {
-  const ex = workedExample('cloudevents');
+  let ex: Awaited<ReturnType<typeof workedExample>>;
+  beforeAll(async () => {
+    ex = await workedExample('cloudevents');
+  });
 
   it('shows the exact bytes the orchestrator and the participant produce', () => {
     expect(example('command')).toBe(ex.command.body.toString('utf8'));
@@ -62,8 +65,8 @@ describe('docs/wire-protocol.md worked example', () => {
 });
 
 describe('docs/schemas', () => {
-  it('are what `npm run schemas` generates from the zod schemas', () => {
-    for (const [name, content] of schemaFiles()) {
+  it('are what `npm run schemas` generates from the zod schemas', async () => {
+    for (const [name, content] of await schemaFiles()) {
       expect(readFileSync(join(root, 'docs', 'schemas', name), 'utf8'), `docs/schemas/${name} is stale: run npm run schemas`).toBe(content);
     }
   });
