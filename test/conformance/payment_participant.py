@@ -45,18 +45,34 @@ import pika
 PARTICIPANT = "payment"
 
 
+def prefix(namespace):
+    return namespace if namespace == "" or namespace[-1] in ".-_:" else namespace + "."
+
+
 def queue_name(namespace):
-    raise NotImplementedError("written from docs/wire-protocol.md")
+    return prefix(namespace) + "participant." + PARTICIPANT
 
 
 def parse_command(body, properties):
-    """-> dict(id, type, data, ...) or raises ValueError (the message cannot be a command)."""
-    raise NotImplementedError("written from docs/wire-protocol.md")
+    env = json.loads(body.decode("utf-8"))
+    return {"id": env["id"], "type": env["type"], "data": env["payload"], "envelope": env}
 
 
 def build_reply(command, reply_type, data, namespace):
-    """-> (exchange, routing_key, body bytes, pika.BasicProperties)."""
-    raise NotImplementedError("written from docs/wire-protocol.md")
+    import datetime
+    import hashlib
+    env = command["envelope"]
+    h = hashlib.sha256((env["id"] + ":reply:" + PARTICIPANT).encode()).digest()
+    rid = str(uuid.UUID(bytes=h[:16], version=4))
+    reply = {
+        "id": rid, "type": reply_type, "schemaVersion": 1, "tenantId": env["tenantId"],
+        "correlationId": env["correlationId"], "causationId": env["id"], "sagaId": env.get("sagaId"),
+        "occurredAt": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "headers": {k: v for k, v in env.get("headers", {}).items() if k.startswith("sagaflow-")},
+        "payload": data,
+    }
+    props = pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id=rid, type=reply_type)
+    return prefix(namespace) + env["replyTo"], "", json.dumps(reply).encode("utf-8"), props
 
 
 # ---------------------------------------------------------------------------------------------
