@@ -1,11 +1,12 @@
 /**
- * Conformance: Kafka's own command-line client, kcat (Debian's package), as a foreign producer and
- * consumer, using nothing but docs/wire-protocol.md (the envelope below is built from it ALONE).
- * kcat produces the order saga's start commands into the `orders` topic, one of them twice (same
- * id: one saga) and one line that is not an envelope at all (a dead letter with its reason code,
- * the worker unharmed); a sagaflow worker runs the saga and every participant on the project's
- * Kafka broker (from the test setup); kcat then reads the domain events topic and finds, for every
- * order, the saga's start and the ending the database reports.
+ * Conformance: Kafka's command-line client kcat (Debian's package), no part of sagaflow, as a
+ * foreign producer and consumer, using nothing but docs/wire-protocol.md (the section "Wire
+ * protocol" below is written from it ALONE). kcat produces the order saga's start messages into the
+ * `orders` topic as CloudEvents, in structured mode and one in binary mode, one of them twice (same
+ * id: one saga) and one line that is no event at all (a dead letter with its reason code, the
+ * worker unharmed); a sagaflow worker runs the saga and every participant on the project's Kafka
+ * broker (from the test setup); kcat then reads the domain events topic and finds, for every order,
+ * one start and the ending the database reports, every event valid against the committed schema.
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -14,40 +15,56 @@ import { makeOrders } from '../../examples/order/run.js';
 import { DEFAULT_EVENTS_TOPIC } from '../../src/config.js';
 import type { Db } from '../../src/db/db.js';
 import { cleanupKafka, dropSchemas, e2eEnv, kafkaName, prepare, statusCounts, waitAllTerminal, waitOutboxDrained, WorkerProcess, type E2EEnv } from '../e2e/harness.js';
+import { schemaValidator } from '../helpers/json-schema.js';
 import { waitFor } from '../helpers/wait.js';
 import { missingKcat, warnSkipped } from './foreign-clients.js';
 
-// ---- Wire protocol (docs/wire-protocol.md) ---------------------------------------------------
+// ---- Wire protocol (docs/wire-protocol.md, section numbers in brackets) ------------------------
 
 type Order = ReturnType<typeof makeOrders>[number];
 
-/** A start command as a foreign producer writes it: the Kafka record's key, value and headers. */
-function startCommand(order: Order, id: string): { key: string; value: string } {
-  const value = {
+/** [3.2] structured mode: the whole event is the record's value, this is its content type. */
+const STRUCTURED = 'application/cloudevents+json; charset=utf-8';
+
+/**
+ * [4, "Starting a saga"] a start message with a fresh UUID id and no sagaid (sagaflow derives it
+ * from the id), keyed by its id [2]; the correlation id is the order id [3.1].
+ */
+function startEvent(order: Order, id: string): { key: string; value: string } {
+  const event = {
+    specversion: '1.0',
     id,
+    source: '/conformance/kcat',
     type: 'PlaceOrder',
-    schemaVersion: 1,
-    tenantId: 'default',
-    correlationId: order.orderId,
-    occurredAt: new Date().toISOString(),
-    payload: order,
+    time: new Date().toISOString(),
+    datacontenttype: 'application/json',
+    correlationid: order.orderId,
+    data: order,
   };
-  return { key: order.orderId, value: JSON.stringify(value) };
+  return { key: id, value: JSON.stringify(event) };
 }
 
-/** Headers every record of one kcat run carries (kcat -H applies to all of them). */
-const PRODUCE_HEADERS: readonly string[] = ['content-type=application/json'];
+/** [3.3] the same start message in Kafka binary mode: attributes as ce_ headers, the value is the data. */
+function startBinary(order: Order, id: string): { key: string; value: string; headers: string[] } {
+  const headers = ['ce_specversion=1.0', `ce_id=${id}`, 'ce_source=/conformance/kcat', 'ce_type=PlaceOrder', `ce_correlationid=${order.orderId}`, 'content-type=application/json'];
+  return { key: id, value: JSON.stringify(order), headers };
+}
 
 interface DomainEvent {
   readonly type: string;
   readonly sagaId: string;
   readonly correlationId: string;
+  readonly key: string;
+  readonly contentType: string | undefined;
+  readonly event: unknown;
 }
 
-/** A record of the events topic as kcat -J prints it -> the event. */
-function readEvent(record: { payload: string; headers?: string[] }): DomainEvent {
-  const env = JSON.parse(record.payload) as { type: string; sagaId: string; correlationId: string };
-  return { type: env.type, sagaId: env.sagaId, correlationId: env.correlationId };
+/** [5 "Domain events", 3.2] a record of the events topic (as kcat -J prints it): a structured event keyed by saga id. */
+function readEvent(record: { key: string; payload: string; headers?: string[] }): DomainEvent {
+  const event = JSON.parse(record.payload) as { type: string; sagaid: string; correlationid: string };
+  const headers = record.headers ?? [];
+  const at = headers.findIndex((h, i) => i % 2 === 0 && h.toLowerCase() === 'content-type');
+  return { type: event.type, sagaId: event.sagaid, correlationId: event.correlationid, key: record.key, contentType: at >= 0 ? headers[at + 1] : undefined, event };
 }
 
 // ---- The test ---------------------------------------------------------------------------------
@@ -80,12 +97,17 @@ describe.skipIf(skip)('kcat produces start commands into Kafka and reads the dom
     expect(code === 0 || code === null).toBe(true);
   });
 
-  it('20 orders (one produced twice) run to 18 completed and 2 compensated; a line that is no envelope is dead-lettered; kcat reads every ending', async () => {
+  it('20 orders (one produced twice, one in binary mode) run to 18 completed and 2 compensated; a line that is no event is dead-lettered; kcat reads every ending', async () => {
     const orders = makeOrders(20, { runId: env.schema, failEvery: 10 });
-    const records = orders.map((o) => startCommand(o, randomUUID()));
+    const topic = kafkaName(env, 'orders');
+    // Orders 0-18 in structured mode from one kcat run (order 3 twice: the same id, one saga), and
+    // a line that is no event; order 19 in binary mode (kcat's -H applies to a whole run).
+    const records = orders.slice(0, 19).map((o) => startEvent(o, randomUUID()));
     const lines = [...records, records[3]!].map((r) => `${r.key}\t${r.value}`);
-    lines.push(`not-an-envelope\t{"this is": "not a sagaflow message"`);
-    await kcat(['-P', '-t', kafkaName(env, 'orders'), '-K', '\t', ...PRODUCE_HEADERS.flatMap((h) => ['-H', h])], `${lines.join('\n')}\n`);
+    lines.push(`${randomUUID()}\t{"this is": "not a sagaflow message"`);
+    await kcat(['-P', '-t', topic, '-K', '\t', '-H', `content-type=${STRUCTURED}`], `${lines.join('\n')}\n`);
+    const binary = startBinary(orders[19]!, randomUUID());
+    await kcat(['-P', '-t', topic, '-k', binary.key, ...binary.headers.flatMap((h) => ['-H', h])], binary.value);
 
     await waitAllTerminal(db, env, orders.length, 120_000);
     await waitOutboxDrained(db, env);
@@ -104,7 +126,14 @@ describe.skipIf(skip)('kcat produces start commands into Kafka and reads the dom
     const events = out
       .split('\n')
       .filter((l) => l.startsWith('{'))
-      .map((l) => readEvent(JSON.parse(l) as { payload: string; headers?: string[] }));
+      .map((l) => readEvent(JSON.parse(l) as { key: string; payload: string; headers?: string[] }));
+    // Every event is a CloudEvent as the committed schema describes it, keyed by its saga, structured.
+    const validate = schemaValidator('cloudevent.schema.json');
+    for (const e of events) {
+      expect(validate(e.event), JSON.stringify(e.event)).toEqual([]);
+      expect(e.key).toBe(e.sagaId);
+      expect(e.contentType).toBe(STRUCTURED);
+    }
     const ending = new Map<string, string>();
     const started: string[] = [];
     for (const e of events) {

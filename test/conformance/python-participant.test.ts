@@ -12,9 +12,11 @@
  * broker delivers that command again and the service answers it again from its own inbox (the
  * stored reply, byte for byte). The orchestrator's inbox must recognise every repeated reply: no
  * saga moves twice, no dead letter (no ID_CONFLICT), every effect once (the service's ledger is
- * judged by the same checker as the TypeScript run).
+ * judged by the same checker as the TypeScript run). A command the service refuses is dead-lettered
+ * by the queue and recorded by sagaflow.
  */
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -100,7 +102,6 @@ describe.skipIf(noPika !== undefined)('a Python participant (pika) written from 
       { timeoutMs: 60_000 },
     );
     await waitFor('every queue to be empty', () => rabbitQueueDepths(env), (d) => Object.values(d).every((m) => m === 0), { timeoutMs: 30_000 });
-    expect(await service.stop(), service.log()).toBe(0);
     console.log(`[conformance] Python payment service: ${JSON.stringify(last)}`);
     expect(last!.rejected).toBe(0);
     // The repeats happened (or the test proves nothing about them).
@@ -114,6 +115,21 @@ describe.skipIf(noPika !== undefined)('a Python participant (pika) written from 
     await db.query(`INSERT INTO ${t.effects} (order_id, kind) SELECT * FROM unnest($1::text[], $2::text[])`, [effects.map((e) => e[0]), effects.map((e) => e[1])]);
     expect(await checkInvariants(db, env, { sagas: ORDERS, completed: 90, compensated: 10 })).toEqual([]);
     expect(unhandledErrors([worker])).toEqual([]);
+  });
+
+  it('a command the Python service refuses (no replyto) is dead-lettered by the queue and recorded as REJECTED; the service then stops cleanly', async () => {
+    const id = randomUUID();
+    const event = { specversion: '1.0', id, source: '/conformance/test', type: 'ChargePayment', data: { orderId: 'o-refused', customerId: 'c', amountCents: 1, decline: false } };
+    await transport.publisher.publish([{ topic: 'payment', key: id, id, type: 'ChargePayment', body: Buffer.from(JSON.stringify(event)) }]);
+    const dead = await waitFor(
+      'the refused command in the dead letters',
+      async () => (await db.query<{ message_id: string; reason_code: string; consumer: string }>(`SELECT message_id, reason_code, consumer FROM "${env.schema}".dead_letters`)).rows,
+      (rows) => rows.length > 0,
+      { timeoutMs: 30_000 },
+    );
+    expect(dead).toEqual([{ message_id: id, reason_code: 'REJECTED', consumer: 'participant.payment' }]);
+    expect(await service.stop(), service.log()).toBe(0);
+    expect(service.events().at(-1)).toMatchObject({ event: 'payment-stopped', rejected: 1 });
   });
 });
 
