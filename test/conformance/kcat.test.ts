@@ -8,7 +8,6 @@
  * broker (from the test setup); kcat then reads the domain events topic and finds, for every order,
  * one start and the ending the database reports, every event valid against the committed schema.
  */
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { makeOrders } from '../../examples/order/run.js';
@@ -16,6 +15,7 @@ import { DEFAULT_EVENTS_TOPIC } from '../../src/config.js';
 import type { Db } from '../../src/db/db.js';
 import { cleanupKafka, dropSchemas, e2eEnv, kafkaName, prepare, statusCounts, waitAllTerminal, waitOutboxDrained, WorkerProcess, type E2EEnv } from '../e2e/harness.js';
 import { schemaValidator } from '../helpers/json-schema.js';
+import { runProcess } from '../helpers/run-process.js';
 import { waitFor } from '../helpers/wait.js';
 import { missingKcat, warnSkipped } from './foreign-clients.js';
 
@@ -150,20 +150,8 @@ describe.skipIf(skip)('kcat produces start commands into Kafka and reads the dom
 if (skip) describe('kcat', () => it.skip(`SKIPPED, cannot run here: ${noKcat ?? 'no Kafka in this run (SAGAFLOW_TEST_KAFKA=skip)'}`, () => {}));
 
 /** `kcat -b <brokers> ...args`, fed `input` on stdin; its stdout once it exits 0. */
-function kcat(args: readonly string[], input = ''): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('kcat', ['-b', brokers, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      if (code === 0) resolve(stdout);
-      else reject(new Error(`kcat ${args.join(' ')} exited ${code}: ${stderr.slice(-2000)}`));
-    });
-    child.stdin.end(input);
-  });
+async function kcat(args: readonly string[], input = ''): Promise<string> {
+  const r = await runProcess('kcat', ['-b', brokers, ...args], { input });
+  if (r.code !== 0) throw new Error(`kcat ${args.join(' ')} exited ${r.code}: ${r.stderr.slice(-2000)}`);
+  return r.stdout;
 }

@@ -22,6 +22,7 @@ import { MemoryTransport } from '../../src/transport/memory.js';
 import { createWorker, type Worker } from '../../src/worker/worker.js';
 import { databaseUrl, uniqueName } from '../helpers/db.js';
 import { closedPort, forward } from '../helpers/ports.js';
+import { runProcess, type ProcessRun } from '../helpers/run-process.js';
 import { seededRandom } from '../helpers/seed.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -34,11 +35,7 @@ let db: Db;
 let worker: Worker | undefined;
 let transport: MemoryTransport | undefined;
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+type Run = ProcessRun;
 
 function cliEnv(over: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {
@@ -60,20 +57,7 @@ function cli(...args: string[]): Promise<Run> {
 
 /** `sagaflow ...args` with these environment variables changed, run to its end. */
 function cliWith(over: NodeJS.ProcessEnv, ...args: string[]): Promise<Run> {
-  const env = cliEnv(over);
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['bin/sagaflow.js', ...args], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runProcess(process.execPath, ['bin/sagaflow.js', ...args], { cwd: root, env: cliEnv(over) });
 }
 
 const STACK_LINE = /^\s+at /m;
