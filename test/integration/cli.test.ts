@@ -7,7 +7,11 @@
  * - `publish` with bad JSON, a schema-invalid payload, or a `--file` with one bad line exits 2
  *   (naming the line) and publishes nothing, not even the file's valid lines;
  * - `publish --outbox` of valid orders is picked up by an in-process worker and the sagas run;
- *   `sagas list --json` and `sagas show <id> --json` report them; an unknown id exits 3.
+ *   `sagas list --json` and `sagas show <id> --json` report them; an unknown id exits 3;
+ * - `worker --participants` / `--exclude-participants`: unknown names, both flags, an empty list or
+ *   nothing left to run exit 2 naming the module's participants; a `.ts` module outside the project
+ *   loads whatever package.json is around it (none, untyped, commonjs, module), in the CLI's own
+ *   module graph (an error class it throws is the CLI's).
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
