@@ -7,7 +7,7 @@ rule with the doc's section number; the rest is an ordinary RabbitMQ consumer wi
 in SQLite.
 
 What it does, as the example's TypeScript participant does:
-  ChargePayment  -> PaymentCharged (idempotent by order id), or PaymentDeclined when "decline"
+  ChargePayment  -> PaymentCharged (charged once per saga step), or PaymentDeclined when "decline"
                     is set, or PaymentUnavailable while the outage switch is on;
   RefundPayment  -> PaymentRefunded (refunds a charged payment once);
   SetPaymentOutage -> PaymentOutageSet.
@@ -15,8 +15,10 @@ What it does, as the example's TypeScript participant does:
 It does what docs/wire-protocol.md asks of a participant for at-least-once delivery: an inbox of
 its own (SQLite, in the same transaction as its business writes) so a command delivered again is
 answered with the reply it stored the first time, and effects keyed by saga, step and phase so a
-retried step is not applied twice. The business decisions (what is declined, the reason texts)
-are the order example's (examples/order). For the conformance test it also misbehaves on
+retried step is not applied twice. The business decisions are the order example's
+(examples/order), not the protocol's: what is declined, and the reason texts, among them the
+"unavailable" prefix the example's saga retries a PaymentUnavailable on (a rule of that saga that
+the wire protocol does not carry). For the conformance test it also misbehaves on
 purpose, the way a real network makes services do:
   PAYMENT_DUPLICATE_EVERY=n  publishes every n-th reply twice, the copy re-serialised (a new
                              time, other key order: the same meaning, so a duplicate);
@@ -25,7 +27,8 @@ purpose, the way a real network makes services do:
 
 Usage:
   payment_participant.py             run (environment below) until SIGTERM; prints one JSON line
-                                     {"event": "payment-ready"} once consuming and
+                                     {"event": "payment-ready"} once consuming, one
+                                     {"event": "payment-progress", ...counts} per message and
                                      {"event": "payment-stopped", ...counts} at the end
   payment_participant.py effects DB  prints the effects ledger of DB as JSON: [[orderId, kind], ...]
 
