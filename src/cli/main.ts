@@ -12,7 +12,7 @@ import { publishCommand } from './commands/publish.js';
 import { pruneCommand } from './commands/prune.js';
 import { sagasList, sagasShow } from './commands/sagas.js';
 import { serveCommand } from './commands/serve.js';
-import { workerCommand } from './commands/worker.js';
+import { workerCommand, type WorkerCommandOptions } from './commands/worker.js';
 import { createContext, type CliContext } from './context.js';
 import { exitCodeFor } from './errors.js';
 
@@ -60,8 +60,10 @@ program
   .description('run the sagas and participants a module exports')
   .requiredOption('--module <file>', 'module exporting sagas and participants (e.g. examples/order)')
   .option('--role <role>', 'all | orchestrator | participants', 'all')
+  .option('--participants <names>', 'run only these participants (comma-separated), e.g. payment,stock')
+  .option('--exclude-participants <names>', 'run all participants but these (comma-separated): another service consumes their queues')
   .option('--name <name>', 'client name shown by the broker')
-  .action(withContext((ctx, opts: { module: string; role: string; name?: string }) => workerCommand(ctx, opts), 'sagaflow-worker'));
+  .action(withContext((ctx, opts: WorkerCommandOptions) => workerCommand(ctx, opts), 'sagaflow-worker'));
 
 program
   .command('serve')

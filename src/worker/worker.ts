@@ -28,6 +28,7 @@ import { Batcher, type Outcome } from '../scheduling/batcher.js';
 import { DeadLetterRecorder, type DeadLetterRecord } from '../dead-letters/recorder.js';
 import { decodeDelivery, type Inbound } from '../transaction/decode.js';
 import { validateModule, type SagaflowModule } from '../module.js';
+import { selectParticipants, type ParticipantSelection } from '../participant/select.js';
 import { participantWork } from '../transaction/participant-work.js';
 import { parkSaga } from '../transaction/park.js';
 import { sagaWork } from '../transaction/saga-work.js';
@@ -44,6 +45,8 @@ export type Role = 'all' | 'orchestrator' | 'participants';
 export interface WorkerOptions {
   readonly schema?: string;
   readonly role?: Role;
+  /** Which of the module's participants to run (default all; `role` 'orchestrator' runs none anyway). */
+  readonly participants?: ParticipantSelection;
   /** Messages per transaction at most. */
   readonly maxBatch?: number;
   /** Transactions in flight per consumer. */
@@ -148,7 +151,7 @@ export function createWorker(deps: {
   const role = o.role ?? 'all';
   validateModule(mod);
   const sagas = role === 'participants' ? [] : (mod.sagas ?? []);
-  const participants = role === 'orchestrator' ? [] : (mod.participants ?? []);
+  const participants = role === 'orchestrator' ? [] : selectParticipants(mod.participants ?? [], o.participants);
   const sagaStore = new SagaStore(schema);
   const inbox = new InboxStore(schema);
   const outbox = new OutboxStore(schema);

@@ -120,6 +120,8 @@ export class WorkerProcess {
     readonly role: 'all' | 'orchestrator' | 'participants',
     readonly name: string,
     readonly extraVars: Record<string, string> = {},
+    /** More `sagaflow worker` flags, e.g. `--exclude-participants payment`. */
+    readonly extraArgs: readonly string[] = [],
   ) {
     this.logFile = join(env.logDir, `${name}.log`);
   }
@@ -127,7 +129,7 @@ export class WorkerProcess {
   /** Starts the process and resolves when it printed its ready line (fails if it exits first). */
   async start(timeoutMs = 60_000): Promise<void> {
     this.starts++;
-    const { child, log, exit } = spawnSagaflow(this.env, ['worker', '--role', this.role, '--name', this.name], this.extraVars, this.logFile);
+    const { child, log, exit } = spawnSagaflow(this.env, ['worker', '--role', this.role, '--name', this.name, ...this.extraArgs], this.extraVars, this.logFile);
     this.child = child;
     this.#exit = exit;
     await new Promise<void>((resolve, reject) => {
