@@ -70,6 +70,8 @@ export const envSchema = z.object({
   SAGAFLOW_EVENTS: z.enum(['all', 'terminal', 'none']).default('all'),
   SAGAFLOW_WIRE_FORMAT: z.enum(['cloudevents', 'legacy']).default('cloudevents'),
   SAGAFLOW_EVENTS_TOPIC: z.string().min(1).default(DEFAULT_EVENTS_TOPIC),
+  /** Keep every applied saga input (saga_inputs) for `sagaflow history export`; off saves one row per transition. */
+  SAGAFLOW_RECORD_INPUTS: z.enum(['on', 'off']).default('on'),
   SAGAFLOW_OUTBOX_GRACE_MS: int(0, 3_600_000).default(10_000),
   /** Safety-net poll (relay and timers) for work a crashed worker left, while the worker is busy. */
   SAGAFLOW_FALLBACK_POLL_MS: int(0, 3_600_000).default(30_000),
@@ -136,6 +138,7 @@ function toConfig(e: Env) {
     events: e.SAGAFLOW_EVENTS,
     eventsTopic: e.SAGAFLOW_EVENTS_TOPIC,
     wireFormat: e.SAGAFLOW_WIRE_FORMAT,
+    recordInputs: e.SAGAFLOW_RECORD_INPUTS === 'on',
     outboxGraceMs: e.SAGAFLOW_OUTBOX_GRACE_MS,
     fallbackPollMs: e.SAGAFLOW_FALLBACK_POLL_MS,
     idlePollMs: e.SAGAFLOW_IDLE_POLL_MS,

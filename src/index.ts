@@ -14,7 +14,9 @@
 export { defineMessage, MessageRegistry, type MessageDefinition, type PayloadOf, type InputOf } from './messages/message.js';
 export { type Envelope } from './messages/envelope.js';
 export { encodeEnvelope, decodeEnvelope, decodeMessage, encodeMessage, type WireFormat } from './messages/wire.js';
-export { defineSaga, type SagaDefinition, type StepFailure, type FailurePolicy, type LocalContext } from './saga/definition.js';
+export { defineSaga, type SagaDefinition, type SagaBuilder, type StepPlacement, type StepFailure, type FailurePolicy, type LocalContext } from './saga/definition.js';
+export type { SagaMigration } from './saga/migration.js';
+export { replayHistory, replayHistoryFiles, readHistory, HistoryDivergence, HISTORY_FORMAT, type SagaHistory, type HistoryEntry, type ReplayResult } from './testing/replay.js';
 export { decide, sagaIdFor, type SagaInput, type Decision } from './saga/engine.js';
 export type { SagaInstance, SagaStatus, EngineState } from './saga/state.js';
 export type { StepRetry } from './saga/retry.js';

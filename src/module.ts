@@ -2,6 +2,8 @@ import type { Db } from './db/db.js';
 import type { MessageDefinition } from './messages/message.js';
 import { MessageRegistry } from './messages/message.js';
 import type { SagaDefinition } from './saga/definition.js';
+import { checkMigration, type SagaMigration } from './saga/migration.js';
+import { DefinitionSet } from './saga/versions.js';
 import type { ParticipantDefinition } from './participant/definition.js';
 import { DefinitionError } from './errors.js';
 import { breakerPolicies, type ResilienceConfig } from './resilience/policy.js';
@@ -11,7 +13,10 @@ import { breakerPolicies, type ResilienceConfig } from './resilience/policy.js';
  * the messages it can publish, and optionally its own schema setup (the example's tables).
  */
 export interface SagaflowModule {
+  /** Several versions of one saga type may be listed: new sagas start on the newest. */
   readonly sagas?: readonly SagaDefinition<any, any>[];
+  /** Mappings `sagaflow sagas migrate` uses to move in-flight sagas between versions. */
+  readonly migrations?: readonly SagaMigration[];
   readonly participants?: readonly ParticipantDefinition[];
   /** Extra message types `sagaflow publish` may send (start messages and commands are included anyway). */
   readonly messages?: readonly MessageDefinition[];
@@ -34,11 +39,10 @@ export function moduleRegistry(mod: SagaflowModule): MessageRegistry {
 
 /** Checks the module as a whole: names unique, topics not shared by two orchestrators. */
 export function validateModule(mod: SagaflowModule): void {
-  const sagaNames = new Set<string>();
+  // Refuses two definitions with one name and version, and versions that disagree on the start message.
+  const defs = new DefinitionSet(mod.sagas ?? []);
   const sagaTopics = new Map<string, string>();
-  for (const s of mod.sagas ?? []) {
-    if (sagaNames.has(s.name)) throw new DefinitionError(`two sagas are named ${s.name}`);
-    sagaNames.add(s.name);
+  for (const s of defs.newestOfEach()) {
     const other = sagaTopics.get(s.topic);
     if (other) throw new DefinitionError(`sagas ${other} and ${s.name} both listen on topic ${s.topic}; give their start messages different topics`);
     sagaTopics.set(s.topic, s.name);
@@ -53,4 +57,11 @@ export function validateModule(mod: SagaflowModule): void {
   }
   moduleRegistry(mod); // throws if one type name stands for two schemas
   breakerPolicies(mod.resilience); // throws on a bad breaker setting
+  const migrations = new Set<string>();
+  for (const m of mod.migrations ?? []) {
+    const key = `${m.saga} v${m.from} -> v${m.to}`;
+    if (migrations.has(key)) throw new DefinitionError(`two migrations of ${key}`);
+    migrations.add(key);
+    checkMigration(m, defs.get(m.saga, m.from), defs.get(m.saga, m.to));
+  }
 }

@@ -13,6 +13,7 @@ import { pruneCommand } from './commands/prune.js';
 import { sagasList, sagasShow } from './commands/sagas.js';
 import { serveCommand } from './commands/serve.js';
 import { workerCommand, type WorkerCommandOptions } from './commands/worker.js';
+import { historyExport, sagasMigrate } from './commands/versions.js';
 import { createContext, type CliContext } from './context.js';
 import { exitCodeFor } from './errors.js';
 
@@ -114,6 +115,27 @@ sagas
   .description('a saga with its step timeline (attempts, replies, errors)')
   .option('--json', 'print JSON')
   .action(withContext((ctx, id: string, opts) => sagasShow(ctx, id, opts)));
+sagas
+  .command('migrate')
+  .description('move unfinished sagas to another definition version with the module\'s mapping (audited)')
+  .requiredOption('--module <file>', 'module that defines both versions and exports the migration')
+  .requiredOption('--type <type>', 'saga type')
+  .requiredOption('--from <version>', 'definition version the sagas run on')
+  .requiredOption('--to <version>', 'definition version to move them to')
+  .option('--dry-run', 'say what would move (and what would be refused), change nothing')
+  .option('--reason <text>', 'why (kept in the audit trail)')
+  .option('--limit <n>', 'at most n sagas')
+  .option('--actor <name>', 'who, for the audit trail')
+  .option('--json', 'print JSON')
+  .action(withContext((ctx, opts) => sagasMigrate(ctx, opts)));
+
+program
+  .command('history')
+  .description('saga histories for replay tests')
+  .command('export <id>')
+  .description('write the saga\'s recorded inputs (start, replies, timers, ...) with the path each took, as JSON')
+  .option('--out <file>', 'write to this file (default: stdout)')
+  .action(withContext((ctx, id: string, opts) => historyExport(ctx, id, opts)));
 
 const circuits = program.command('circuits').description('the circuit breakers every orchestrator shares');
 circuits

@@ -1,7 +1,7 @@
 import type { Queryable } from '../db/db.js';
 import { quoteSchema } from '../db/db.js';
 
-export type AuditAction = 'replay' | 'cancel' | 'redrive' | 'discard' | 'circuit-open' | 'circuit-close';
+export type AuditAction = 'replay' | 'cancel' | 'redrive' | 'discard' | 'circuit-open' | 'circuit-close' | 'migrate';
 export type AuditOutcome = 'accepted' | 'refused' | 'dry-run' | 'duplicate';
 
 export interface AuditEntry {

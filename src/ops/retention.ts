@@ -96,6 +96,9 @@ export async function prune(db: Db, schema: string, opts: PruneOptions): Promise
             ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED
          ), steps AS (
            DELETE FROM ${s}.saga_steps WHERE saga_id IN (SELECT id FROM doomed) RETURNING 1
+         ), inputs AS (
+           -- its recorded inputs (history export) go with it; counted with the saga, not reported apart
+           DELETE FROM ${s}.saga_inputs WHERE saga_id IN (SELECT id FROM doomed) RETURNING 1
          ), gone AS (
            DELETE FROM ${s}.sagas WHERE id IN (SELECT id FROM doomed) RETURNING 1
          )

@@ -6,6 +6,7 @@ import type { SagaDefinition } from '../saga/definition.js';
 import { decide, type Decision, type SagaInput } from '../saga/engine.js';
 import { STEP_HEADERS, type SagaStatus } from '../saga/state.js';
 import { SagaStore } from '../saga/store.js';
+import { DefinitionSet, WAITING_PREFIX } from '../saga/versions.js';
 import { TransitionBatch, type TransitionSettings } from '../transaction/transitions.js';
 import { AuditLog, type AuditAction } from './audit.js';
 
@@ -74,7 +75,7 @@ export class SagaOperations {
   readonly #sagas: SagaStore;
   readonly #outbox: OutboxStore;
   readonly #audit: AuditLog;
-  readonly #defs: ReadonlyMap<string, SagaDefinition>;
+  readonly #defs: DefinitionSet;
 
   constructor(
     private readonly deps: {
@@ -88,7 +89,7 @@ export class SagaOperations {
     this.#sagas = new SagaStore(deps.schema);
     this.#outbox = new OutboxStore(deps.schema);
     this.#audit = new AuditLog(deps.schema);
-    this.#defs = new Map(deps.sagas.map((s) => [s.name, s as SagaDefinition]));
+    this.#defs = new DefinitionSet(deps.sagas);
   }
 
   replay(sagaId: string, actor: Actor, opts: ReplayOptions = {}): Promise<ActionResult> {
@@ -159,8 +160,15 @@ export class SagaOperations {
             return { outcome: 'duplicate' as const, plan: (earlier.detail as { plan?: Plan }).plan, auditId };
           }
         }
-        const def = this.#defs.get(inst.type);
-        if (!def) throw new RefusedError('INVALID_STATE', `saga ${sagaId} is a ${inst.type}, which this module does not define`);
+        if (!this.#defs.newest(inst.type)) throw new RefusedError('INVALID_STATE', `saga ${sagaId} is a ${inst.type}, which this module does not define`);
+        // Only ever decided by the version the saga runs on; and not ahead of inputs parked for it.
+        const def = this.#defs.get(inst.type, inst.definitionVersion);
+        if (!def) {
+          throw new RefusedError('DEFINITION_MISMATCH', `saga ${sagaId} runs on ${inst.type} v${inst.definitionVersion}, which this module does not define (it has v${this.#defs.versions(inst.type).join(', v')}); migrate it or use a module that has that version`);
+        }
+        if (inst.reason?.startsWith(WAITING_PREFIX)) {
+          throw new RefusedError('INVALID_STATE', `saga ${sagaId} is ${inst.reason}: a worker with that version must apply its parked inputs first`);
+        }
         // A dry run decides without running anything (no local step is executed, nothing is written).
         const preview = decide(def, inst, input, this.deps.transitions.decide);
         if (preview.outcome !== 'applied') throw refusal(preview);

@@ -148,17 +148,34 @@ export interface SagaDefinition<D = unknown, Start extends AnyMessage = AnyMessa
   readonly steps: readonly StepDef[];
   readonly registry: MessageRegistry;
   step(name: string): StepDef | undefined;
+  /**
+   * A builder for the next version of this saga, holding copies of all its steps: edit it with
+   * `step`/`localStep` (optionally placed `{ before }`, `{ after }` or `{ replace }` a step) and
+   * `removeStep`, then `build()`. The original stays as it is: sagas started on it finish on it.
+   */
+  derive<Self extends SagaDefinition<any, any>>(this: Self, spec: { version: number }): SagaBuilder<DataOf<Self>, StartOf<Self>>;
   /** phantom, for inference only */
   readonly __data?: D;
 }
 
+/** The saga data type of a definition. */
+export type DataOf<S> = S extends { readonly __data?: infer D } ? D : never;
+/** The start message of a definition. */
+export type StartOf<S> = S extends { readonly start: infer M extends AnyMessage } ? M : never;
+
 const NAME = /^[a-z][a-zA-Z0-9_-]{0,62}$/;
 
-class SagaBuilder<D, Start extends AnyMessage> {
-  readonly #steps: StepDef[] = [];
+/** Where a step goes: appended (default), before or after a named step, or in place of one. */
+export type StepPlacement = { readonly before: string } | { readonly after: string } | { readonly replace: string };
+
+export class SagaBuilder<D, Start extends AnyMessage> {
+  readonly #steps: StepDef[];
   constructor(
     private readonly spec: { name: string; version: number; start: Start; data: (p: PayloadOf<Start>) => D; deadline: SagaDeadline },
-  ) {}
+    steps: readonly StepDef[] = [],
+  ) {
+    this.#steps = [...steps];
+  }
 
   /** A step that sends a command to a participant and waits for its reply. */
   step<
@@ -169,7 +186,7 @@ class SagaBuilder<D, Start extends AnyMessage> {
     CC extends AnyMessage = AnyMessage,
     const CS extends readonly AnyMessage[] = readonly AnyMessage[],
     const CF extends readonly AnyMessage[] = [],
-  >(name: string, spec: RemoteStepSpec<D, K, C, S, F, CC, CS, CF>): SagaBuilder<D, Start> {
+  >(name: string, spec: RemoteStepSpec<D, K, C, S, F, CC, CS, CF>, at?: StepPlacement): SagaBuilder<D, Start> {
     const forward = remoteAction(name, spec as never, DEFAULT_STEP_RETRY, false);
     const compensation = spec.compensate ? remoteAction(`${name} (compensation)`, spec.compensate as never, DEFAULT_COMPENSATION_RETRY, true) : undefined;
     this.#push({
@@ -180,12 +197,12 @@ class SagaBuilder<D, Start extends AnyMessage> {
       keep: spec.keep as StepDef['keep'],
       update: spec.update as StepDef['update'],
       onFailure: spec.onFailure ?? 'compensate',
-    });
+    }, at);
     return this;
   }
 
   /** A step run by the worker itself, inside the saga's transaction. */
-  localStep<K>(name: string, spec: LocalStepSpec<D, K>): SagaBuilder<D, Start> {
+  localStep<K>(name: string, spec: LocalStepSpec<D, K>, at?: StepPlacement): SagaBuilder<D, Start> {
     const forward = localAction(spec.run as never, spec, DEFAULT_STEP_RETRY);
     const compensation = spec.compensate ? localAction(spec.compensate.run as never, spec.compensate, DEFAULT_COMPENSATION_RETRY) : undefined;
     this.#push({
@@ -196,14 +213,33 @@ class SagaBuilder<D, Start extends AnyMessage> {
       keep: (result) => result,
       update: spec.update as StepDef['update'],
       onFailure: spec.onFailure ?? 'compensate',
-    });
+    }, at);
     return this;
   }
 
-  #push(step: StepDef): void {
+  /** Drops a step (of a derived version): sagas of the new version never run it. */
+  removeStep(name: string): SagaBuilder<D, Start> {
+    this.#steps.splice(this.#indexOf(name), 1);
+    return this;
+  }
+
+  #indexOf(name: string): number {
+    const i = this.#steps.findIndex((s) => s.name === name);
+    if (i < 0) throw new DefinitionError(`saga ${this.spec.name} v${this.spec.version}: no step ${name} to place a step at`);
+    return i;
+  }
+
+  #push(step: StepDef, at: StepPlacement | undefined): void {
     if (!NAME.test(step.name)) throw new DefinitionError(`saga ${this.spec.name}: invalid step name ${JSON.stringify(step.name)}`);
-    if (this.#steps.some((s) => s.name === step.name)) throw new DefinitionError(`saga ${this.spec.name}: step name ${step.name} is used twice`);
-    this.#steps.push(Object.freeze(step));
+    const replaced = at && 'replace' in at ? this.#indexOf(at.replace) : -1;
+    if (this.#steps.some((s, i) => s.name === step.name && i !== replaced)) {
+      throw new DefinitionError(`saga ${this.spec.name}: step name ${step.name} is used twice`);
+    }
+    const frozen = Object.freeze(step);
+    if (!at) this.#steps.push(frozen);
+    else if ('replace' in at) this.#steps.splice(replaced, 1, frozen);
+    else if ('before' in at) this.#steps.splice(this.#indexOf(at.before), 0, frozen);
+    else this.#steps.splice(this.#indexOf(at.after) + 1, 0, frozen);
   }
 
   /** Checks the whole definition and freezes it. Every error here is a programming error, reported at startup. */
@@ -216,8 +252,10 @@ class SagaBuilder<D, Start extends AnyMessage> {
     // Registering every message also checks that one type name never stands for two schemas.
     const registry = new MessageRegistry([start]);
     for (const s of this.#steps) for (const a of [s.forward, s.compensation]) for (const m of a?.messages ?? []) registry.add(m);
-    const steps = Object.freeze([...this.#steps]);
+    // Placement and removal move steps around: the index is a step's position in THIS version.
+    const steps = Object.freeze(this.#steps.map((s, index) => (s.index === index ? s : Object.freeze({ ...s, index }))));
     const byName = new Map(steps.map((s) => [s.name, s]));
+    const spec = this.spec;
     return Object.freeze({
       name,
       version,
@@ -229,6 +267,12 @@ class SagaBuilder<D, Start extends AnyMessage> {
       registry,
       step: (n: string) => byName.get(n),
       deadline: Object.freeze({ ...this.spec.deadline }),
+      derive: (next: { version: number }): SagaBuilder<any, any> => {
+        if (!Number.isInteger(next.version) || next.version <= version) {
+          throw new DefinitionError(`saga ${name}: a derived version must be an integer above ${version}, got ${next.version}`);
+        }
+        return new SagaBuilder<D, Start>({ ...spec, version: next.version }, steps);
+      },
     });
   }
 }

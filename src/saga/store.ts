@@ -2,7 +2,15 @@ import type { Queryable } from '../db/db.js';
 import { quoteSchema } from '../db/db.js';
 import type { Params } from '../db/params.js';
 import type { StepRowChange } from './engine.js';
+import type { PathSummary } from './path.js';
 import type { EngineState, SagaInstance, SagaStatus } from './state.js';
+import { WAITING_PREFIX, type DefinitionKey } from './versions.js';
+
+/** `(saga_type, definition_version) IN` the keys given as $n (types) and $n+1 (versions). */
+function keyFilter(typesParam: number): string {
+  return `(saga_type, definition_version) IN (SELECT * FROM unnest($${typesParam}::text[], $${typesParam + 1}::int[]))`;
+}
+const keyParams = (keys: readonly DefinitionKey[]) => [keys.map((k) => k.type), keys.map((k) => k.version)];
 
 /** A saga row to write: the new instance, the version it was read at (null: new), and its wake change. */
 export interface SagaWrite {
@@ -16,6 +24,15 @@ export interface SagaWrite {
 
 export interface StepRowWrite extends StepRowChange {
   readonly sagaId: string;
+}
+
+/** An applied input and the path it took, keyed by the saga version it produced. */
+export interface InputRowWrite {
+  readonly sagaId: string;
+  readonly version: number;
+  readonly definitionVersion: number;
+  readonly input: unknown;
+  readonly result: PathSummary;
 }
 
 interface SagaRow {
@@ -53,11 +70,13 @@ export class SagaStore {
   readonly steps: string;
   /** The timer clock: now(), plus the offset a test session may set (migrations/0005_clock.sql). */
   readonly now: string;
+  readonly inputs: string;
   constructor(schema: string) {
     const q = quoteSchema(schema);
     this.sagas = `${q}.sagas`;
     this.steps = `${q}.saga_steps`;
     this.now = `${q}.sagaflow_now()`;
+    this.inputs = `${q}.saga_inputs`;
   }
 
   /** Locks the sagas (one writer per saga) in id order, so concurrent batches never deadlock on them. */
@@ -77,15 +96,16 @@ export class SagaStore {
    * the timer fires exactly once because clearing it commits with the transition it causes.
    * SKIP LOCKED lets several workers share the work; a saga busy in another transaction waits a round.
    */
-  async claimDue(tx: Queryable, limit: number, types: readonly string[], only?: readonly string[]): Promise<(SagaInstance & { deadlineDue: boolean })[]> {
-    // `only`: the timer round isolating a failed batch claims its sagas one at a time.
+  async claimDue(tx: Queryable, limit: number, keys: readonly DefinitionKey[], only?: readonly string[]): Promise<(SagaInstance & { deadlineDue: boolean })[]> {
+    // `only`: the timer round isolating a failed batch claims its sagas one at a time. Only the
+    // definition versions this worker has: another version's timer waits for a worker that has it.
     const { rows } = await tx.query<SagaRow & { deadline_due: boolean }>(
       `UPDATE ${this.sagas} s SET wake_at = NULL
-       WHERE s.id IN (SELECT id FROM ${this.sagas} WHERE wake_at <= ${this.now} AND saga_type = ANY($2::text[])
-                      ${only ? 'AND id = ANY($3::uuid[])' : ''}
+       WHERE s.id IN (SELECT id FROM ${this.sagas} WHERE wake_at <= ${this.now} AND ${keyFilter(2)}
+                      ${only ? 'AND id = ANY($4::uuid[])' : ''}
                       ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED)
        RETURNING ${COLUMNS.split(', ').map((c) => `s.${c}`).join(', ')}, coalesce(s.deadline_at <= ${this.now}, false) AS deadline_due`,
-      only ? [limit, types, only] : [limit, types],
+      only ? [limit, ...keyParams(keys), only] : [limit, ...keyParams(keys)],
     );
     return rows.map((r) => ({ ...toInstance(r), deadlineDue: r.deadline_due }));
   }
@@ -113,11 +133,12 @@ export class SagaStore {
   }
 
   /** Milliseconds until the earliest wake time (negative when overdue), or null when no timer is set. */
-  async nextWakeInMs(db: Queryable, types: readonly string[]): Promise<number | null> {
+  async nextWakeInMs(db: Queryable, keys: readonly DefinitionKey[]): Promise<number | null> {
+    // Overdue timers of versions this worker does not have must not make it look again at once.
     const { rows } = await db.query<{ ms: number | null }>(
       `SELECT (extract(epoch FROM (min(wake_at) - ${this.now})) * 1000)::float8 AS ms FROM ${this.sagas}
-       WHERE wake_at IS NOT NULL AND saga_type = ANY($1::text[])`,
-      [types],
+       WHERE wake_at IS NOT NULL AND ${keyFilter(1)}`,
+      keyParams(keys),
     );
     return rows[0]?.ms ?? null;
   }
@@ -128,7 +149,12 @@ export class SagaStore {
    * jsonb_to_recordset): JSON.stringify is native and embeds data and state as they are, where
    * per-column array literals cost a JavaScript escape pass per value (measured in a profile).
    */
-  writeCtes(p: Params, writes: readonly SagaWrite[], steps: readonly StepRowWrite[]): { ctes: string[]; updatedCheck: string | null; expectedUpdates: number } {
+  writeCtes(
+    p: Params,
+    writes: readonly SagaWrite[],
+    steps: readonly StepRowWrite[],
+    inputs: readonly InputRowWrite[] = [],
+  ): { ctes: string[]; updatedCheck: string | null; expectedUpdates: number } {
     const ctes: string[] = [];
     const inserts = writes.filter((w) => w.readVersion === null);
     const updates = writes.filter((w) => w.readVersion !== null);
@@ -205,6 +231,15 @@ export class SagaStore {
           finished_at = coalesce(excluded.finished_at, t.finished_at)
         RETURNING 1)`);
     }
+    if (inputs.length > 0) {
+      // Same statement as the saga write: the history has an input exactly when the saga moved.
+      const rows = inputs.map((i) => ({ saga_id: i.sagaId, version: i.version, dv: i.definitionVersion, input: i.input, result: i.result }));
+      ctes.push(`input_ins AS (
+        INSERT INTO ${this.inputs} (saga_id, version, definition_version, input, result)
+        SELECT u.saga_id, u.version, u.dv, u.input, u.result
+        FROM jsonb_to_recordset(${p.add(JSON.stringify(rows), 'jsonb')}) AS u(saga_id uuid, version int, dv int, input jsonb, result jsonb)
+        RETURNING 1)`);
+    }
     return { ctes, updatedCheck: updates.length > 0 ? '(SELECT count(*) FROM saga_upd)::int' : null, expectedUpdates: updates.length };
   }
 
@@ -225,6 +260,52 @@ export class SagaStore {
       [sagaId],
     );
     return rows;
+  }
+
+  /** The saga's recorded inputs in order (empty when recording was off). */
+  async recordedInputs(db: Queryable, sagaId: string): Promise<RecordedInput[]> {
+    const { rows } = await db.query<RecordedInput>(
+      `SELECT version, definition_version AS "definitionVersion", input, result, at FROM ${this.inputs} WHERE saga_id = $1 ORDER BY version`,
+      [sagaId],
+    );
+    return rows;
+  }
+
+  /**
+   * Moves a locked saga to another definition version (an operator's migration): new data and
+   * state, the version bumped like any transition, a "waiting" marker now naming the new version.
+   */
+  async setDefinition(
+    tx: Queryable,
+    w: { id: string; readVersion: number; definitionVersion: number; data: unknown; state: EngineState; input: unknown; result: PathSummary },
+  ): Promise<boolean> {
+    const { rowCount } = await tx.query(
+      `UPDATE ${this.sagas} SET definition_version = $3::int, data = $4::jsonb, state = $5::jsonb, version = version + 1, updated_at = now(),
+              -- still waiting (now for the new version) until a worker that has it applies its parked inputs first
+              reason = CASE WHEN reason LIKE '${WAITING_PREFIX}%' THEN '${WAITING_PREFIX}' || saga_type || ' v' || $3::text ELSE reason END
+       WHERE id = $1 AND version = $2`,
+      [w.id, w.readVersion, w.definitionVersion, JSON.stringify(w.data ?? null), JSON.stringify(w.state)],
+    );
+    if (rowCount !== 1) return false;
+    // The migration is part of the saga's history: a replay stops there (later inputs met the new version).
+    await tx.query(`INSERT INTO ${this.inputs} (saga_id, version, definition_version, input, result) VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)`, [
+      w.id,
+      w.readVersion + 1,
+      w.definitionVersion,
+      JSON.stringify(w.input),
+      JSON.stringify(w.result),
+    ]);
+    return true;
+  }
+
+  /** Ids of sagas of a type on one definition version that have not ended (migration candidates), oldest first. */
+  async unfinishedAt(db: Queryable, type: string, definitionVersion: number, limit: number): Promise<string[]> {
+    const { rows } = await db.query<{ id: string }>(
+      `SELECT id::text FROM ${this.sagas} WHERE saga_type = $1 AND definition_version = $2 AND status IN ('running', 'compensating', 'failed')
+       ORDER BY created_at, id LIMIT $3`,
+      [type, definitionVersion, limit],
+    );
+    return rows.map((r) => r.id);
   }
 
   async list(db: Queryable, f: SagaFilter): Promise<SagaSummary[]> {
@@ -302,6 +383,14 @@ export interface SagaSummary {
   readonly wakeAt: Date | null;
   /** Why a running saga's next attempt waits at a gate (`waiting: circuit payment open`), else null. */
   readonly waiting: string | null;
+}
+
+export interface RecordedInput {
+  readonly version: number;
+  readonly definitionVersion: number;
+  readonly input: { readonly kind: string } & Record<string, unknown>;
+  readonly result: PathSummary;
+  readonly at: Date;
 }
 
 export interface StepHistoryRow {

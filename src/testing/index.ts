@@ -29,6 +29,9 @@ import { createWorker, type Worker } from '../worker/worker.js';
 import { VirtualClock } from './clock.js';
 import { ScriptBook, type DeliveredCommand, type Script } from './scripts.js';
 
+// History replay (`sagaflow history export` files against a changed definition) belongs to the same kit.
+export { replayHistory, replayHistoryFiles, readHistory, HistoryDivergence, HISTORY_FORMAT, type SagaHistory, type HistoryEntry, type ReplayResult } from './replay.js';
+
 export { inTurn, noReply, replyWith, throws, type DeliveredCommand, type Script, type ScriptedCommand } from './scripts.js';
 export { reply } from '../participant/definition.js';
 

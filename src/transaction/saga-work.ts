@@ -2,7 +2,8 @@ import { PermanentError, RetryableError } from '../errors.js';
 import type { InboxStore } from '../inbox/store.js';
 import type { Logger } from '../log.js';
 import type { OutboxStore } from '../outbox/store.js';
-import type { SagaDefinition } from '../saga/definition.js';
+import type { Queryable } from '../db/db.js';
+import type { SagaInstance } from '../saga/state.js';
 import { sagaIdFor, type RejectionCode, type SagaInput } from '../saga/engine.js';
 import { START_HEADERS, STEP_HEADERS } from '../saga/state.js';
 import type { SagaStore } from '../saga/store.js';
@@ -11,9 +12,14 @@ import type { Inbound } from './decode.js';
 import { TransitionBatch, type AppliedDecision, type TransitionSettings } from './transitions.js';
 import type { Work } from './run.js';
 import { APPLIED, failed } from './outcome.js';
+import { applyPending, resumeWaiting, type VersionDeps } from './waiting.js';
+import type { PendingInput } from '../saga/pending-store.js';
+import { waitingReason } from '../saga/versions.js';
 
 export interface SagaConsumerDeps {
-  readonly def: SagaDefinition;
+  /** The saga type this orchestrator runs: new sagas start on its newest version in `versions.defs`. */
+  readonly type: string;
+  readonly versions: VersionDeps;
   readonly sagas: SagaStore;
   readonly inbox: InboxStore;
   readonly outbox: OutboxStore;
@@ -31,7 +37,8 @@ const RETRYABLE_REJECTIONS: ReadonlySet<RejectionCode> = new Set(['UNKNOWN_SAGA'
  * claim in the inbox, lock the sagas, decide, save, write the outbox - for all of them at once.
  */
 export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
-  const { def, logger } = deps;
+  const { logger } = deps;
+  const def = deps.versions.defs.newest(deps.type)!;
   return async (tx, items, deletes) => {
     const { outcomes, claimed } = await claimBatch(tx, deps.inbox, def.consumer, items, logger);
     const work: { index: number; item: Inbound; sagaId: string }[] = [];
@@ -48,9 +55,16 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
       work.push({ index: i, item, sagaId });
     }
     const loaded = await deps.sagas.lockMany(tx, work.map((w) => w.sagaId));
+    // Sagas a worker without their version had marked: their parked inputs go first, in order.
+    const resumed = await resumeWaiting(tx, deps.versions, loaded);
     const tr = new TransitionBatch(deps.transitions, loaded);
+    if (resumed.length > 0) await applyPending(tx, deps.versions, tr, resumed);
+    const parked: PendingInput[] = [];
     for (const { index, item, sagaId } of work) {
       const env = item.envelope;
+      const current = tr.instance(sagaId);
+      // Each saga is driven by the version it started on; a start always makes a saga of the newest.
+      const own = current && current.type === def.name && env.type !== def.start.type ? deps.versions.defs.get(current.type, current.definitionVersion) : def;
       const input: SagaInput =
         env.type === def.start.type
           ? { kind: 'start', sagaId, messageId: env.id, tenantId: env.tenantId, correlationId: env.correlationId, payload: item.payload, ...startDeadline(env.headers) }
@@ -63,7 +77,14 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
               headers: env.headers ?? {},
               payload: item.payload,
             };
-      const d = await tr.apply(tx, def, sagaId, input, { messageId: env.id });
+      if (!own) {
+        // Not ours to drive: keep the input, leave the saga as it is.
+        parked.push({ sagaId, messageId: env.id, consumer: def.consumer, topic: item.delivery.topic, input, headers: { ...item.delivery.headers }, body: item.delivery.body });
+        // Kept in the same transaction as its inbox claim: acked exactly when it is safe.
+        outcomes.set(index, { kind: 'applied', note: 'PARKED_FOR_DEFINITION' });
+        continue;
+      }
+      const d = await tr.apply(tx, own, sagaId, input, { messageId: env.id });
       const cursor = (d.instance ?? tr.instance(sagaId))?.state.cursor;
       const headers = env.headers ?? {};
       // Which step and attempt the message concerns: the reply's own headers, else where the saga is.
@@ -91,6 +112,7 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
         if (d.code) logger.info(log, d.message ?? d.code);
       }
     }
+    await parkInputs(tx, deps, parked, (id) => tr.instance(id)!);
     await deps.inbox.release(tx, def.consumer, release);
     const written = await tr.write(tx, { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs }, deletes);
     return {
@@ -109,4 +131,19 @@ function startDeadline(headers: Readonly<Record<string, string>> | undefined): {
   const raw = headers?.[START_HEADERS.deadlineMs];
   const ms = raw === undefined ? NaN : Number(raw);
   return Number.isFinite(ms) && ms > 0 ? { deadlineMs: ms } : {};
+}
+
+/** Keeps inputs for sagas of a version this worker lacks, marks those sagas and warns once per version. */
+async function parkInputs(tx: Queryable, deps: SagaConsumerDeps, parked: readonly PendingInput[], instance: (id: string) => SagaInstance): Promise<void> {
+  if (parked.length === 0) return;
+  await deps.versions.pending.park(tx, parked, deps.outbox.channel);
+  const sagas = [...new Set(parked.map((p) => p.sagaId))].map(instance);
+  const marked = await deps.versions.pending.markWaiting(
+    tx,
+    sagas.map((s) => ({ sagaId: s.id, reason: waitingReason({ type: s.type, version: s.definitionVersion }) })),
+  );
+  for (const s of sagas) {
+    deps.versions.warnMissing({ type: s.type, version: s.definitionVersion }, s.id);
+    deps.logger.debug({ sagaId: s.id, newlyMarked: marked.includes(s.id) }, 'input parked: the saga waits for its definition version');
+  }
 }

@@ -3,16 +3,17 @@ import { errorMessage, isSystemicDbError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { OutboxDispatcher } from '../outbox/dispatcher.js';
 import type { OutboxStore } from '../outbox/store.js';
-import type { SagaDefinition } from '../saga/definition.js';
 import type { SagaStore } from '../saga/store.js';
 import { parkSaga, type ParkedSaga } from './park.js';
 import { TransitionBatch, type AppliedDecision, type TransitionSettings } from './transitions.js';
+import { applyPending, resumeWaiting, type VersionDeps } from './waiting.js';
 
 export interface TimerWorkDeps {
   readonly db: Db;
   readonly sagas: SagaStore;
   readonly outbox: OutboxStore;
-  readonly defs: ReadonlyMap<string, SagaDefinition>;
+  /** The definitions by type and version, and where inputs of sagas of other versions wait. */
+  readonly versions: VersionDeps;
   readonly transitions: TransitionSettings;
   readonly dispatcher: OutboxDispatcher;
   readonly graceMs: number;
@@ -42,10 +43,10 @@ export interface TimerRoundResult {
  * Failures of the database itself are not the saga's fault: they fail the round, which is retried.
  */
 export async function runTimerRound(deps: TimerWorkDeps, size: number): Promise<TimerRoundResult> {
-  const types = [...deps.defs.keys()];
+  const keys = deps.versions.defs.keys();
   const seen: string[] = [];
   try {
-    const fired = await fire(deps, (tx) => deps.sagas.claimDue(tx, size, types), seen);
+    const fired = await fire(deps, (tx) => deps.sagas.claimDue(tx, size, keys), seen);
     return { claimed: fired, fired, parked: [] };
   } catch (err) {
     if (isSystemicDbError(err) || seen.length === 0) throw err;
@@ -56,7 +57,7 @@ export async function runTimerRound(deps: TimerWorkDeps, size: number): Promise<
   for (const id of seen) {
     const one: string[] = [];
     try {
-      fired += await fire(deps, (tx) => deps.sagas.claimDue(tx, 1, types, [id]), one);
+      fired += await fire(deps, (tx) => deps.sagas.claimDue(tx, 1, keys, [id]), one);
     } catch (err) {
       if (isSystemicDbError(err)) throw err;
       const p = await parkSaga(deps, id, 'timer', err, deps.parkMs);
@@ -68,20 +69,34 @@ export async function runTimerRound(deps: TimerWorkDeps, size: number): Promise<
 
 /** Claims with `claim`, applies a timer input to each claimed saga and writes, in one transaction. */
 async function fire(deps: TimerWorkDeps, claim: (tx: Queryable) => ReturnType<SagaStore['claimDue']>, seen: string[]): Promise<number> {
+  let count = 0;
+  await transitionTx(deps, async (tx) => {
+    const due = await claim(tx);
+    seen.push(...due.map((s) => s.id));
+    count = due.length;
+    const loaded = new Map(due.map((s) => [s.id, s]));
+    const resumed = await resumeWaiting(tx, deps.versions, loaded);
+    const tr = new TransitionBatch(deps.transitions, loaded);
+    if (resumed.length > 0) await applyPending(tx, deps.versions, tr, resumed);
+    for (const saga of due) {
+      // Parked inputs that moved the saga on made its old timer moot (their transition set its own).
+      if (tr.instance(saga.id)!.version !== saga.version) continue;
+      const d = await tr.apply(tx, deps.versions.defs.get(saga.type, saga.definitionVersion)!, saga.id, { kind: 'timer', deadline: saga.deadlineDue }, { messageId: undefined });
+      if (d.outcome !== 'applied') deps.logger.debug({ sagaId: saga.id, code: d.code }, 'timer ignored');
+    }
+    return tr;
+  });
+  return count;
+}
+
+/** One transaction of transitions the body decides, written with the outbox deletes taken over, then dispatched. */
+async function transitionTx(deps: TimerWorkDeps, body: (tx: Queryable) => Promise<TransitionBatch>): Promise<void> {
   const deletes = deps.dispatcher.takeDeletes();
   let applied: readonly AppliedDecision[] = [];
   let batch: TransitionBatch | undefined;
-  let count = 0;
   try {
     const written = await deps.db.transaction(async (tx) => {
-      const due = await claim(tx);
-      seen.push(...due.map((s) => s.id));
-      count = due.length;
-      const tr = (batch = new TransitionBatch(deps.transitions, new Map(due.map((s) => [s.id, s]))));
-      for (const saga of due) {
-        const d = await tr.apply(tx, deps.defs.get(saga.type)!, saga.id, { kind: 'timer', deadline: saga.deadlineDue }, { messageId: undefined });
-        if (d.outcome !== 'applied') deps.logger.debug({ sagaId: saga.id, code: d.code }, 'timer ignored');
-      }
+      const tr = (batch = await body(tx));
       applied = tr.applied;
       return tr.write(tx, { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs }, deletes);
     });
@@ -92,5 +107,30 @@ async function fire(deps: TimerWorkDeps, claim: (tx: Queryable) => ReturnType<Sa
   }
   batch?.committed();
   deps.onApplied(applied);
+}
+
+/**
+ * Sagas with parked inputs that this worker can now drive (it has their version, or an operator
+ * migrated them to one it has), whether or not their timer is due: applies the inputs in one
+ * transaction. Returns how many sagas were drained.
+ */
+export async function drainPending(deps: TimerWorkDeps, size: number): Promise<number> {
+  let count = 0;
+  await transitionTx(deps, async (tx) => {
+    const ids = await deps.versions.pending.claimDrivable(tx, deps.versions.defs.keys(), size);
+    count = ids.length;
+    const loaded = await deps.sagas.lockMany(tx, ids);
+    await resumeWaiting(tx, deps.versions, loaded);
+    const tr = new TransitionBatch(deps.transitions, loaded);
+    await applyPending(tx, deps.versions, tr, ids);
+    return tr;
+  });
   return count;
+}
+
+/** Marks due sagas of versions this worker lacks (once each), so operators see why their timers wait. */
+export async function markWaitingTimers(deps: TimerWorkDeps): Promise<number> {
+  const marked = await deps.versions.pending.markDueWaiting(deps.db, deps.versions.defs.types(), deps.versions.defs.keys());
+  for (const m of marked) deps.versions.warnMissing({ type: m.type, version: m.version }, m.id);
+  return marked.length;
 }

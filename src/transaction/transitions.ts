@@ -7,7 +7,8 @@ import { outgoing } from './outgoing.js';
 import type { SagaDefinition } from '../saga/definition.js';
 import { decide, type Decision, type DecideContext, type EventIntent, type Hold, type SagaInput } from '../saga/engine.js';
 import type { SagaInstance } from '../saga/state.js';
-import type { SagaWrite, StepRowWrite } from '../saga/store.js';
+import type { InputRowWrite, SagaWrite, StepRowWrite } from '../saga/store.js';
+import { pathOf } from '../saga/path.js';
 import type { OutgoingMessage } from '../transport/contract.js';
 import type { WrittenMessage } from '../outbox/dispatcher.js';
 import type { GateTx, Gates } from './gates.js';
@@ -23,6 +24,8 @@ export interface TransitionSettings {
   readonly wireFormat: WireFormat;
   /** Circuit breakers and limits; none: every command is sent at once. */
   readonly gates?: Gates | undefined;
+  /** Keep every applied input with its path (saga_inputs), for `sagaflow history export`. */
+  readonly recordInputs: boolean;
 }
 
 /** The one place the transition settings get their defaults (worker, timers, operator actions, admin API). */
@@ -33,6 +36,7 @@ export function transitionSettings(
     random?: (() => number) | undefined;
     wireFormat?: WireFormat | undefined;
     gates?: Gates | undefined;
+    recordInputs?: boolean | undefined;
   } = {},
 ): TransitionSettings {
   return {
@@ -41,6 +45,7 @@ export function transitionSettings(
     decide: { random: o.random ?? Math.random },
     wireFormat: o.wireFormat ?? DEFAULT_WIRE_FORMAT,
     gates: o.gates,
+    recordInputs: o.recordInputs ?? true,
   };
 }
 
@@ -62,6 +67,7 @@ export class TransitionBatch {
   readonly #steps = new Map<string, StepRowWrite>();
   readonly #deadlines = new Map<string, number>();
   readonly #gates: GateTx | undefined;
+  readonly #inputs: InputRowWrite[] = [];
   readonly messages: OutgoingMessage[] = [];
   readonly applied: AppliedDecision[] = [];
 
@@ -93,12 +99,14 @@ export class TransitionBatch {
     // it are recorded as further transitions of the same saga.
     const first = await this.#decideGated(tx, def, sagaId, this.instance(sagaId), input);
     let decision = first;
+    let applied: SagaInput = input;
     while (decision.outcome === 'applied' && decision.instance) {
-      this.#record(def, decision, cause);
+      this.#record(def, decision, cause, applied);
       const run = decision.runLocal;
       if (!run) break;
       const result = await runLocal(tx, def, decision.instance, run);
-      decision = await this.#decideGated(tx, def, sagaId, decision.instance, { kind: 'local-result', seq: run.seq, ...result });
+      applied = { kind: 'local-result', seq: run.seq, ...result };
+      decision = await this.#decideGated(tx, def, sagaId, decision.instance, applied);
     }
     return first;
   }
@@ -120,8 +128,11 @@ export class TransitionBatch {
     return hold.size === 0 ? d : decide(def, inst, input, { ...this.cfg.decide, hold });
   }
 
-  #record(def: SagaDefinition, d: Decision, cause: { messageId: string | undefined }): void {
+  #record(def: SagaDefinition, d: Decision, cause: { messageId: string | undefined }, input: SagaInput): void {
     const inst = d.instance!;
+    if (this.cfg.recordInputs) {
+      this.#inputs.push({ sagaId: inst.id, version: inst.version, definitionVersion: inst.definitionVersion, input, result: pathOf(d) });
+    }
     if (!this.#readVersion.has(inst.id)) this.#readVersion.set(inst.id, null);
     this.#instances.set(inst.id, inst);
     if (d.wake !== undefined) this.#wake.set(inst.id, d.wake === null ? null : d.wake.delayMs);
@@ -181,7 +192,7 @@ export class TransitionBatch {
    * rows, and the deletes of outbox rows confirmed earlier that the caller hands over.
    */
   async write(tx: Queryable, stores: WriteStores, deletes: readonly string[] = []): Promise<WrittenMessage[]> {
-    const written = await writeBatch(tx, stores, { sagas: this.#sagaWrites(), steps: [...this.#steps.values()], messages: this.messages, deletes });
+    const written = await writeBatch(tx, stores, { sagas: this.#sagaWrites(), steps: [...this.#steps.values()], inputs: this.#inputs, messages: this.messages, deletes });
     // After the sagas are written, so that a breaker closing here also releases the sagas this
     // very batch held; the breaker row is locked last, for the shortest time.
     await this.#gates?.flush(tx);

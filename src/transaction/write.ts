@@ -3,12 +3,14 @@ import { Params } from '../db/params.js';
 import { SagaflowError } from '../errors.js';
 import type { WrittenMessage } from '../outbox/dispatcher.js';
 import type { OutboxStore } from '../outbox/store.js';
-import type { SagaStore, SagaWrite, StepRowWrite } from '../saga/store.js';
+import type { InputRowWrite, SagaStore, SagaWrite, StepRowWrite } from '../saga/store.js';
 import type { OutgoingMessage } from '../transport/contract.js';
 
 export interface BatchWrites {
   readonly sagas: readonly SagaWrite[];
   readonly steps: readonly StepRowWrite[];
+  /** Applied inputs kept for history export (none when recording is off). */
+  readonly inputs?: readonly InputRowWrite[];
   readonly messages: readonly OutgoingMessage[];
   /** Outbox rows confirmed earlier, deleted in this same statement. */
   readonly deletes: readonly string[];
@@ -33,7 +35,7 @@ export async function writeBatch(
   w: BatchWrites,
 ): Promise<WrittenMessage[]> {
   const p = new Params();
-  const { ctes, updatedCheck, expectedUpdates } = stores.sagas.writeCtes(p, w.sagas, w.steps);
+  const { ctes, updatedCheck, expectedUpdates } = stores.sagas.writeCtes(p, w.sagas, w.steps, w.inputs ?? []);
   if (w.messages.length > 0) ctes.push(stores.outbox.insertCte(p, w.messages, stores.graceMs));
   if (w.deletes.length > 0) ctes.push(stores.outbox.deleteCte(p, w.deletes));
   if (ctes.length === 0) return [];

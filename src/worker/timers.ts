@@ -1,7 +1,7 @@
 import { errorMessage } from '../errors.js';
 import { FallbackPoll } from '../scheduling/fallback-poll.js';
 import { WakeLoop } from '../scheduling/wake-loop.js';
-import { runTimerRound, type TimerWorkDeps } from '../transaction/timer-work.js';
+import { drainPending, markWaitingTimers, runTimerRound, type TimerWorkDeps } from '../transaction/timer-work.js';
 
 export interface TimerOptions {
   readonly batchSize?: number;
@@ -24,8 +24,13 @@ export interface TimerOptions {
 export class TimerService {
   readonly #poll: FallbackPoll;
   readonly #loop: WakeLoop;
-  readonly #types: string[];
   readonly #work: TimerWorkDeps;
+  /**
+   * Look for parked inputs (and unmarked timers of versions this worker lacks) in the next round:
+   * at start, on the safety-net poll, and when another process says it parked something - not on
+   * every round, which would add queries to the hot timer path.
+   */
+  #versionsCheck = true;
   fired = 0;
   /** Sagas parked because their timer transition threw (each time it happened). */
   parked = 0;
@@ -34,7 +39,6 @@ export class TimerService {
     private readonly deps: Omit<TimerWorkDeps, 'parkMs'>,
     private readonly opts: TimerOptions = {},
   ) {
-    this.#types = [...deps.defs.keys()];
     this.#work = { ...deps, parkMs: opts.parkMs ?? 15 * 60_000 };
     // A far-away timer is looked at again every ten minutes at most; the database decides what is due.
     this.#loop = new WakeLoop(() => this.#rounds(), {
@@ -42,7 +46,13 @@ export class TimerService {
       maxDelayMs: 600_000,
       onError: (err) => this.deps.logger.warn({ err: errorMessage(err) }, 'timer round failed; retrying'),
     });
-    this.#poll = new FallbackPoll({ activeMs: opts.fallbackPollMs ?? 30_000, idleMs: opts.idlePollMs ?? 300_000, activeWindowMs: opts.idleAfterMs ?? 120_000 }, () => this.wakeIn(0));
+    this.#poll = new FallbackPoll({ activeMs: opts.fallbackPollMs ?? 30_000, idleMs: opts.idlePollMs ?? 300_000, activeWindowMs: opts.idleAfterMs ?? 120_000 }, () => this.checkVersions());
+  }
+
+  /** Parked inputs may be waiting for this worker (another one parked them, an operator migrated sagas). */
+  checkVersions(): void {
+    this.#versionsCheck = true;
+    this.wakeIn(0);
   }
 
   /** Activity seen: keep the safety-net poll at its active rate. */
@@ -68,6 +78,16 @@ export class TimerService {
 
   async #rounds(): Promise<void> {
     const size = this.opts.batchSize ?? 200;
+    if (this.#versionsCheck) {
+      this.#versionsCheck = false;
+      try {
+        await markWaitingTimers(this.#work);
+        while ((await drainPending(this.#work, size)) >= size && !this.#loop.stopped);
+      } catch (err) {
+        this.#versionsCheck = true; // the retried round looks again
+        throw err;
+      }
+    }
     for (;;) {
       if (this.#loop.stopped) return;
       const r = await runTimerRound(this.#work, size);
@@ -75,7 +95,7 @@ export class TimerService {
       this.parked += r.parked.length;
       if (r.claimed < size) break;
     }
-    const next = await this.deps.sagas.nextWakeInMs(this.deps.db, this.#types);
+    const next = await this.deps.sagas.nextWakeInMs(this.deps.db, this.deps.versions.defs.keys());
     if (next !== null) this.wakeIn(Math.max(next, 5));
   }
 }

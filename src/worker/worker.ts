@@ -10,7 +10,9 @@ import { silentLogger, type Logger } from '../log.js';
 import { OutboxDispatcher } from '../outbox/dispatcher.js';
 import { OutboxRelay, type RelayOptions } from '../outbox/relay.js';
 import { OutboxStore } from '../outbox/store.js';
-import type { SagaDefinition } from '../saga/definition.js';
+import { PENDING_NOTIFICATION, PendingInputStore } from '../saga/pending-store.js';
+import { DefinitionSet } from '../saga/versions.js';
+import { warnOnce, type VersionDeps } from '../transaction/waiting.js';
 import type { SagaStatus } from '../saga/state.js';
 import { SagaStore } from '../saga/store.js';
 import {
@@ -56,6 +58,8 @@ export interface WorkerOptions {
   readonly maxMessageBytes?: number;
   readonly eventsTopic?: string;
   readonly events?: EventsMode;
+  /** Keep every applied input for history export (default true). */
+  readonly recordInputs?: boolean;
   /** How long the relay leaves rows alone that this process publishes itself right after COMMIT. */
   readonly outboxGraceMs?: number;
   readonly relay?: RelayOptions;
@@ -128,6 +132,7 @@ export function workerOptionsFrom(config: Config, extra: Partial<WorkerOptions> 
     events: config.events,
     eventsTopic: config.eventsTopic,
     wireFormat: config.wireFormat,
+    recordInputs: config.recordInputs,
     outboxGraceMs: config.outboxGraceMs,
     circuits: config.circuits,
     relay: polls,
@@ -161,7 +166,13 @@ export function createWorker(deps: {
   const maxBytes = o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   let timers: TimerService | undefined;
   const relay = new OutboxRelay(
-    { db, store: outbox, publisher: transport.publisher, logger, onNotification: (p) => p === 'operator' && timers?.wakeIn(0) },
+    {
+      db,
+      store: outbox,
+      publisher: transport.publisher,
+      logger,
+      onNotification: (p) => (p === PENDING_NOTIFICATION ? timers?.checkVersions() : p === 'operator' && timers?.wakeIn(0)),
+    },
     o.relay,
   );
   const dispatcher = new OutboxDispatcher({
@@ -183,8 +194,9 @@ export function createWorker(deps: {
           onRelease: () => timers?.wakeIn(0),
           ...(o.circuitRefreshMs !== undefined ? { refreshMs: o.circuitRefreshMs } : {}),
         });
-  const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random, wireFormat: o.wireFormat, gates });
-  const defs = new Map<string, SagaDefinition>(sagas.map((s) => [s.name, s as SagaDefinition]));
+  const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random, wireFormat: o.wireFormat, gates, recordInputs: o.recordInputs });
+  const defs = new DefinitionSet(sagas);
+  const versions: VersionDeps = { defs, pending: new PendingInputStore(schema), recorder, logger, warnMissing: warnOnce(logger, defs) };
   const onApplied = (applied: readonly AppliedDecision[]) => {
     let minWake = Infinity;
     for (const a of applied) {
@@ -201,7 +213,7 @@ export function createWorker(deps: {
     if (minWake !== Infinity) timers?.wakeIn(minWake);
   };
   if (defs.size > 0) {
-    timers = new TimerService({ db, sagas: sagaStore, outbox, defs, transitions, dispatcher, graceMs, logger, onApplied }, o.timers);
+    timers = new TimerService({ db, sagas: sagaStore, outbox, versions, transitions, dispatcher, graceMs, logger, onApplied }, o.timers);
   }
 
   const subscriptions: Subscription[] = [];
@@ -265,7 +277,8 @@ export function createWorker(deps: {
   }
 
   function topology(): Topology {
-    const all = mod.sagas ?? [];
+    // One orchestrator per saga type, whatever versions of it the module has.
+    const all = new DefinitionSet(mod.sagas ?? []).newestOfEach();
     const parts = mod.participants ?? [];
     // The full module's topology, whatever this process's role: a queue must exist before its
     // first message is published, even if its consumer starts later.
@@ -303,9 +316,11 @@ export function createWorker(deps: {
       await transport.declare(topology());
       // The sink takes a failed message whose retry or dead-letter copy the broker refuses for good.
       const subOpts = { prefetch: o.prefetch ?? 512, retry: o.retry ?? DEFAULT_REDELIVERY, deadLetterSink: { record: recordDeadLetter } };
-      for (const def of defs.values()) {
-        const work = sagaWork({ def, sagas: sagaStore, inbox, outbox, graceMs, transitions, logger, onApplied });
-        subscriptions.push(await transport.subscriber.subscribe([def.topic], def.consumer, consumerHandler(def.registry, work, 'saga'), subOpts));
+      for (const def of defs.newestOfEach()) {
+        const work = sagaWork({ type: def.name, versions, sagas: sagaStore, inbox, outbox, graceMs, transitions, logger, onApplied });
+        // Replies of every version this worker has are understood (older ones may expect other types).
+        const registry = new MessageRegistry(defs.all().filter((d) => d.name === def.name).flatMap((d) => d.registry.all()));
+        subscriptions.push(await transport.subscriber.subscribe([def.topic], def.consumer, consumerHandler(registry, work, 'saga'), subOpts));
       }
       for (const p of participants) {
         const registry = new MessageRegistry([...p.handlers.values()].map((h) => h.message));
@@ -335,7 +350,7 @@ export function createWorker(deps: {
         }, 10 * 60_000);
         pruneTimer.unref();
       }
-      logger.info({ role, sagas: [...defs.keys()], participants: participants.map((p) => p.name), transport: transport.features.name }, 'worker started');
+      logger.info({ role, sagas: defs.all().map((d) => `${d.name} v${d.version}`), participants: participants.map((p) => p.name), transport: transport.features.name }, 'worker started');
     },
 
     async stop() {

@@ -26,6 +26,10 @@ import type { MessageOutcome } from '../../src/transaction/outcome.js';
 import { participantWork } from '../../src/transaction/participant-work.js';
 import { runTransactional, type Work } from '../../src/transaction/run.js';
 import { sagaWork } from '../../src/transaction/saga-work.js';
+import { warnOnce } from '../../src/transaction/waiting.js';
+import { DeadLetterRecorder } from '../../src/dead-letters/recorder.js';
+import { PendingInputStore } from '../../src/saga/pending-store.js';
+import { DefinitionSet } from '../../src/saga/versions.js';
 import { transitionSettings } from '../../src/transaction/transitions.js';
 import { MessageRegistry } from '../../src/messages/message.js';
 import type { Delivery } from '../../src/transport/contract.js';
@@ -154,8 +158,10 @@ const describeOutcome = (o: Outcome): string => (o.kind === 'failed' ? `dead:${c
 describe('every delivered message ends in exactly one explicit outcome', () => {
   it('the orchestrator (start messages)', async () => {
     const sagas = new SagaStore(t.schema);
+    const defs = new DefinitionSet([orderSaga]);
     const work = sagaWork({
-      def: orderSaga,
+      type: orderSaga.name,
+      versions: { defs, pending: new PendingInputStore(t.schema), recorder: new DeadLetterRecorder(t.schema), logger, warnMissing: warnOnce(logger, defs) },
       sagas,
       inbox: new InboxStore(t.schema),
       outbox: new OutboxStore(t.schema),

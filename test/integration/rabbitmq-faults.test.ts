@@ -24,6 +24,7 @@ import {
   type OutgoingMessage,
 } from '../../src/transport/contract.js';
 import { nextEvent, waitFor } from '../helpers/wait.js';
+import { deleteDeclared } from '../helpers/rabbit-cleanup.js';
 
 const run = promisify(execFile);
 const url = inject('services').amqpUrl;
@@ -94,17 +95,7 @@ afterEach(async () => {
 afterAll(async () => {
   process.off('unhandledRejection', onUnhandled);
   process.off('uncaughtException', onUnhandled);
-  const conn = await connect(url);
-  conn.on('error', () => {});
-  for (const [kind, list] of [['queue', declared.queues], ['exchange', declared.exchanges]] as const) {
-    for (const name of list) {
-      const ch = await conn.createChannel();
-      ch.on('error', () => {});
-      await (kind === 'queue' ? ch.deleteQueue(name) : ch.deleteExchange(name)).catch(() => {});
-      await ch.close().catch(() => {});
-    }
-  }
-  await conn.close().catch(() => {});
+  await deleteDeclared(url, declared);
 });
 
 describe('RabbitMQ transport under broker faults', () => {

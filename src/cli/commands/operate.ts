@@ -10,7 +10,7 @@ import { loadModule } from '../module-loader.js';
 import { parseLimit, parseSagaId } from './sagas.js';
 
 /** Operator commands: replay, cancel, dead letters, audit. Each action is audited with the actor. */
-function actor(name?: string): { name: string } {
+export function actor(name?: string): { name: string } {
   return { name: name ?? `cli:${safeUser()}` };
 }
 

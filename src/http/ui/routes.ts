@@ -1,3 +1,4 @@
+import { DefinitionSet } from '../../saga/versions.js';
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
@@ -98,7 +99,8 @@ export function uiRoutes(app: FastifyInstance, deps: UiDeps): void {
   const sessions = new SessionStore(deps.sessions);
   const secure = deps.sessions?.secureCookie === true;
   const overview = new OverviewQueries(deps.schema);
-  const defs = new Map(ctx.definitions.map((d) => [d.name, d]));
+  // A saga is shown with the steps of the version it runs on, not the newest one.
+  const defs = new DefinitionSet(ctx.definitions);
   const knownSteps = new Set(ctx.definitions.flatMap((d) => d.steps.map((s) => s.name)));
 
   app.decorateRequest('uiSession', null);
@@ -267,7 +269,7 @@ export function uiRoutes(app: FastifyInstance, deps: UiDeps): void {
       const saga = await ctx.sagaStore.get(ctx.db, id);
       if (!saga) throw new HttpError(404, 'NOT_FOUND', `no saga ${id}`);
       const [steps, audit] = await Promise.all([ctx.sagaStore.history(ctx.db, id), ctx.audit.list(ctx.db, { targetId: id, limit: 50 })]);
-      return show(request, reply, `Saga ${id.slice(0, 8)}`, 'sagas', sagaDetailPage(viewerOf(request), saga, defs.get(saga.type), steps, audit));
+      return show(request, reply, `Saga ${id.slice(0, 8)}`, 'sagas', sagaDetailPage(viewerOf(request), saga, defs.get(saga.type, saga.definitionVersion), steps, audit));
     });
 
     const checkStep = (fromStep: string | undefined) => {
