@@ -12,6 +12,8 @@ export interface ClaimedBatch {
   readonly outcomes: Outcome<void>[];
   /** Items claimed now (first copy of each id), with their index in the batch, in batch order. */
   readonly claimed: readonly { readonly index: number; readonly item: Inbound }[];
+  /** Items the inbox had seen before (acknowledged without effect). */
+  readonly duplicates: number;
 }
 
 /**
@@ -36,15 +38,17 @@ export async function claimBatch(tx: Queryable, inbox: InboxStore, consumer: str
     [...first.values()].map((i) => ({ messageId: items[i]!.envelope.id, digest: items[i]!.digest })),
   );
   const claimed: { index: number; item: Inbound }[] = [];
+  let duplicates = 0;
   for (const [id, i] of first) {
     const item = items[i]!;
     if (claim.conflicts.has(id)) {
       outcomes[i] = { ok: false, error: new PermanentError('ID_CONFLICT', `message id ${id} was seen before with a different body`) };
     } else if (!claim.claimed.has(id)) {
+      duplicates++;
       logger.debug({ messageId: id, type: item.envelope.type, consumer }, 'duplicate delivery ignored');
     } else {
       claimed.push({ index: i, item });
     }
   }
-  return { outcomes, claimed };
+  return { outcomes, claimed, duplicates };
 }

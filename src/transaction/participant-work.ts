@@ -12,6 +12,7 @@ import { claimBatch } from './claim.js';
 import type { Inbound } from './decode.js';
 import type { ParticipantDefinition, Reply } from '../participant/definition.js';
 import type { Work } from './run.js';
+import { passTraceHeaders, type HandlerSpan, type SagaTracing } from '../observability/tracing.js';
 
 export interface ParticipantConsumerDeps {
   readonly participant: ParticipantDefinition;
@@ -21,6 +22,7 @@ export interface ParticipantConsumerDeps {
   readonly graceMs: number;
   readonly logger: Logger;
   readonly onHandled: (count: number) => void;
+  readonly tracing?: SagaTracing | undefined;
 }
 
 const ECHOED = Object.values(STEP_HEADERS);
@@ -30,7 +32,7 @@ export function replyId(commandId: string, participant: string): string {
   return derivedId(`${commandId}:reply:${participant}`);
 }
 
-function buildReply(participant: string, env: Envelope, r: Reply, logger: Logger): OutgoingMessage | undefined {
+function buildReply(participant: string, env: Envelope, r: Reply, logger: Logger, span: HandlerSpan | undefined): OutgoingMessage | undefined {
   const parsed = r.message.schema.safeParse(r.payload);
   if (!parsed.success) {
     throw new PermanentError('SCHEMA_INVALID', `participant ${participant} built an invalid ${r.message.type}: ${describeIssues(parsed.error)}`);
@@ -42,6 +44,9 @@ function buildReply(participant: string, env: Envelope, r: Reply, logger: Logger
   const headers = env.headers ?? {};
   const echoed: Record<string, string> = {};
   for (const k of ECHOED) if (headers[k] !== undefined) echoed[k] = headers[k];
+  // The reply continues the command's trace: from this participant's span, or as it came when tracing is off here.
+  if (span) Object.assign(echoed, span.headers());
+  else passTraceHeaders(headers, echoed);
   const reply: Envelope = {
     id: replyId(env.id, participant),
     type: r.message.type,
@@ -61,7 +66,7 @@ function buildReply(participant: string, env: Envelope, r: Reply, logger: Logger
 export function participantWork(deps: ParticipantConsumerDeps): Work<Inbound> {
   const { participant, logger } = deps;
   return async (tx, items, deletes) => {
-    const { outcomes, claimed } = await claimBatch(tx, deps.inbox, participant.consumer, items, logger);
+    const { outcomes, claimed, duplicates } = await claimBatch(tx, deps.inbox, participant.consumer, items, logger);
     const messages: OutgoingMessage[] = [];
     // Claimed commands grouped by type, in order of first appearance. Reordering across types is
     // safe: a saga has one command in flight at a time, so two commands of one batch belong to
@@ -75,6 +80,7 @@ export function participantWork(deps: ParticipantConsumerDeps): Work<Inbound> {
     let handled = 0;
     for (const [type, group] of groups) {
       const h = participant.handlers.get(type)!;
+      const spans = deps.tracing ? group.map((item) => deps.tracing!.participantMessage(participant.name, participant.consumer, item.envelope)) : undefined;
       // A throw aborts the batch's transaction; the batch is then re-run one message at a time.
       const replies = await h.handle({
         tx,
@@ -87,18 +93,27 @@ export function participantWork(deps: ParticipantConsumerDeps): Work<Inbound> {
             idempotencyKey: `${env.sagaId ?? env.correlationId}:${headers[STEP_HEADERS.step] ?? env.type}:${headers[STEP_HEADERS.phase] ?? 'forward'}`,
           };
         }),
+      }).catch((err: unknown) => {
+        for (const s of spans ?? []) s.end(err);
+        throw err;
       });
       if (replies.length !== group.length) {
         throw new PermanentError('HANDLER_ERROR', `participant ${participant.name}: the ${type} batch handler returned ${replies.length} replies for ${group.length} commands`);
       }
       handled += group.length;
-      group.forEach((item, k) => {
-        const r = replies[k];
-        const out = r ? buildReply(participant.name, item.envelope, r, logger) : undefined;
-        if (out) messages.push(out);
-      });
+      try {
+        group.forEach((item, k) => {
+          const r = replies[k];
+          const out = r ? buildReply(participant.name, item.envelope, r, logger, spans?.[k]) : undefined;
+          spans?.[k]?.end();
+          if (out) messages.push(out);
+        });
+      } catch (err) {
+        for (const s of spans ?? []) s.end(err);
+        throw err;
+      }
     }
     const written = await writeBatch(tx, { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs }, { sagas: [], steps: [], messages, deletes });
-    return { outcomes, written, committed: () => deps.onHandled(handled) };
+    return { outcomes, written, duplicates, committed: () => deps.onHandled(handled) };
   };
 }

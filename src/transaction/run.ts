@@ -8,6 +8,8 @@ import type { Outcome } from '../scheduling/batcher.js';
 export interface WorkResult {
   readonly outcomes: Outcome<void>[];
   readonly written: readonly WrittenMessage[];
+  /** Deliveries the inbox recognised as duplicates (metrics). */
+  readonly duplicates?: number;
   /** Runs after COMMIT returned (notifications to observers; never before the data is durable). */
   readonly committed?: () => void;
 }

@@ -10,6 +10,7 @@ import { claimBatch } from './claim.js';
 import type { Inbound } from './decode.js';
 import { TransitionBatch, type AppliedDecision, type TransitionSettings } from './transitions.js';
 import type { Work } from './run.js';
+import type { SagaTracing } from '../observability/tracing.js';
 
 export interface SagaConsumerDeps {
   readonly def: SagaDefinition;
@@ -20,6 +21,7 @@ export interface SagaConsumerDeps {
   readonly transitions: TransitionSettings;
   readonly logger: Logger;
   readonly onApplied: (applied: readonly AppliedDecision[]) => void;
+  readonly tracing?: SagaTracing | undefined;
 }
 
 /** Codes a decision can reject with that are worth a later retry (the reply may beat its saga's commit). */
@@ -32,7 +34,7 @@ const RETRYABLE_REJECTIONS: ReadonlySet<RejectionCode> = new Set(['UNKNOWN_SAGA'
 export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
   const { def, logger } = deps;
   return async (tx, items, deletes) => {
-    const { outcomes, claimed } = await claimBatch(tx, deps.inbox, def.consumer, items, logger);
+    const { outcomes, claimed, duplicates } = await claimBatch(tx, deps.inbox, def.consumer, items, logger);
     const work: { index: number; item: Inbound; sagaId: string }[] = [];
     const release: string[] = [];
     for (const { index: i, item } of claimed) {
@@ -62,7 +64,15 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
               headers: env.headers ?? {},
               payload: item.payload,
             };
-      const d = await tr.apply(tx, def, sagaId, input, { messageId: env.id });
+      const span = deps.tracing?.sagaMessage(def.name, sagaId, env, input.kind === 'start' ? 'start' : 'reply');
+      let d: Awaited<ReturnType<TransitionBatch['apply']>>;
+      try {
+        d = await tr.apply(tx, def, sagaId, input, { messageId: env.id, trace: span });
+      } catch (err) {
+        span?.end(err);
+        throw err;
+      }
+      span?.end();
       const cursor = (d.instance ?? tr.instance(sagaId))?.state.cursor;
       const headers = env.headers ?? {};
       // Which step and attempt the message concerns: the reply's own headers, else where the saga is.
@@ -90,6 +100,6 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
     }
     await deps.inbox.release(tx, def.consumer, release);
     const written = await tr.write(tx, { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs }, deletes);
-    return { outcomes, written, committed: () => deps.onApplied(tr.applied) };
+    return { outcomes, written, duplicates, committed: () => deps.onApplied(tr.applied) };
   };
 }

@@ -7,6 +7,7 @@ import type { SagaDefinition } from '../saga/definition.js';
 import type { SagaStore } from '../saga/store.js';
 import { parkSaga, type ParkedSaga } from './park.js';
 import { TransitionBatch, type AppliedDecision, type TransitionSettings } from './transitions.js';
+import type { SagaTracing } from '../observability/tracing.js';
 
 export interface TimerWorkDeps {
   readonly db: Db;
@@ -20,6 +21,7 @@ export interface TimerWorkDeps {
   readonly onApplied: (applied: readonly AppliedDecision[]) => void;
   /** How long a saga whose timer transition threw waits before its timer is tried again. */
   readonly parkMs: number;
+  readonly tracing?: SagaTracing | undefined;
 }
 
 export interface TimerRoundResult {
@@ -78,7 +80,15 @@ async function fire(deps: TimerWorkDeps, claim: (tx: Queryable) => ReturnType<Sa
       count = due.length;
       const tr = new TransitionBatch(deps.transitions, new Map(due.map((s) => [s.id, s])));
       for (const saga of due) {
-        const d = await tr.apply(tx, deps.defs.get(saga.type)!, saga.id, { kind: 'timer' }, { messageId: undefined });
+        const span = deps.tracing?.sagaTimer(saga.type, saga.id);
+        let d: Awaited<ReturnType<TransitionBatch['apply']>>;
+        try {
+          d = await tr.apply(tx, deps.defs.get(saga.type)!, saga.id, { kind: 'timer' }, { messageId: undefined, trace: span });
+        } catch (err) {
+          span?.end(err);
+          throw err;
+        }
+        span?.end();
         if (d.outcome !== 'applied') deps.logger.debug({ sagaId: saga.id, code: d.code }, 'timer ignored');
       }
       applied = tr.applied;

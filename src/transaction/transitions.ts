@@ -8,6 +8,7 @@ import type { SagaInstance } from '../saga/state.js';
 import type { SagaWrite, StepRowWrite } from '../saga/store.js';
 import type { OutgoingMessage } from '../transport/contract.js';
 import type { WrittenMessage } from '../outbox/dispatcher.js';
+import type { TransitionTrace } from '../observability/tracing.js';
 import { writeBatch, type WriteStores } from './write.js';
 
 export type EventsMode = 'all' | 'terminal' | 'none';
@@ -22,6 +23,12 @@ export interface TransitionSettings {
 /** The one place the transition settings get their defaults (worker, timers, operator actions, admin API). */
 export function transitionSettings(o: { eventsTopic?: string | undefined; events?: EventsMode | undefined; random?: (() => number) | undefined } = {}): TransitionSettings {
   return { eventsTopic: o.eventsTopic ?? DEFAULT_EVENTS_TOPIC, events: o.events ?? 'all', decide: { random: o.random ?? Math.random } };
+}
+
+/** What prompted a transition: the message (if any), and the span tracing it (when tracing is on). */
+export interface TransitionCause {
+  readonly messageId: string | undefined;
+  readonly trace?: TransitionTrace | undefined;
 }
 
 export interface AppliedDecision {
@@ -64,7 +71,7 @@ export class TransitionBatch {
     def: SagaDefinition,
     sagaId: string,
     input: SagaInput,
-    cause: { messageId: string | undefined },
+    cause: TransitionCause,
   ): Promise<Decision> {
     // The caller learns what became of its input (the first decision); local steps chained after
     // it are recorded as further transitions of the same saga.
@@ -80,7 +87,8 @@ export class TransitionBatch {
     return first;
   }
 
-  #record(def: SagaDefinition, d: Decision, cause: { messageId: string | undefined }): void {
+  #record(def: SagaDefinition, d: Decision, cause: TransitionCause): void {
+    cause.trace?.decision(d);
     const inst = d.instance!;
     if (!this.#readVersion.has(inst.id)) this.#readVersion.set(inst.id, null);
     this.#instances.set(inst.id, inst);
@@ -103,7 +111,7 @@ export class TransitionBatch {
         sagaId: inst.id,
         replyTo: def.topic,
         occurredAt,
-        headers: c.headers,
+        headers: cause.trace ? cause.trace.commandHeaders({ id: c.id, type: c.message.type, topic: c.message.topic, headers: c.headers }) : c.headers,
         payload: c.payload,
       };
       this.messages.push({ topic: c.message.topic!, key: inst.id, id: c.id, type: c.message.type, body: encodeEnvelope(env) });

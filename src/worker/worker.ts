@@ -33,6 +33,9 @@ import { sagaWork } from '../transaction/saga-work.js';
 import { transitionSettings, type AppliedDecision, type EventsMode } from '../transaction/transitions.js';
 import { TimerService, type TimerOptions } from './timers.js';
 import { runTransactional, type Work } from '../transaction/run.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { SagaTracing } from '../observability/tracing.js';
+import { observeApplied, observeBatch, reasonLabel } from '../observability/worker-hooks.js';
 
 export type Role = 'all' | 'orchestrator' | 'participants';
 
@@ -58,6 +61,10 @@ export interface WorkerOptions {
   readonly recordDeadLetters?: boolean;
   /** Random source for back-off jitter. */
   readonly random?: () => number;
+  /** Prometheus metrics to update (none when absent). */
+  readonly metrics?: Metrics;
+  /** OpenTelemetry spans of the message path (no tracing work at all when absent). */
+  readonly tracing?: SagaTracing;
 }
 
 export interface SagaChange {
@@ -155,7 +162,9 @@ export function createWorker(deps: {
   });
   const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random });
   const defs = new Map<string, SagaDefinition>(sagas.map((s) => [s.name, s as SagaDefinition]));
+  const { metrics, tracing } = o;
   const onApplied = (applied: readonly AppliedDecision[]) => {
+    if (metrics) observeApplied(metrics, applied);
     let minWake = Infinity;
     for (const a of applied) {
       const inst = a.decision.instance!;
@@ -171,7 +180,7 @@ export function createWorker(deps: {
     if (minWake !== Infinity) timers?.wakeIn(minWake);
   };
   if (defs.size > 0) {
-    timers = new TimerService({ db, sagas: sagaStore, outbox, defs, transitions, dispatcher, graceMs, logger, onApplied }, o.timers);
+    timers = new TimerService({ db, sagas: sagaStore, outbox, defs, transitions, dispatcher, graceMs, logger, onApplied, tracing }, o.timers);
   }
 
   const subscriptions: Subscription[] = [];
@@ -200,13 +209,17 @@ export function createWorker(deps: {
     }
   }
 
-  function consumerHandler(registry: MessageRegistry, work: Work<Inbound>, kind: 'saga' | 'participant'): Handler {
+  function consumerHandler(registry: MessageRegistry, work: Work<Inbound>, kind: 'saga' | 'participant', consumer: string): Handler {
     const batcher = new Batcher<Inbound, void>({
       maxBatch: o.maxBatch ?? 64,
       maxConcurrent: o.maxConcurrentBatches ?? 2,
       run: async (items) => {
+        const started = metrics || tracing ? performance.now() : 0;
+        const span = tracing?.transaction(consumer, items.map((i) => i.envelope));
         const outcomes = await runTransactional({ db, dispatcher, logger }, items, work);
         if (kind === 'saga') await parkMismatched(items, outcomes);
+        if (metrics) observeBatch(metrics, consumer, outcomes, (performance.now() - started) / 1000);
+        span?.end(outcomes.find((out) => !out.ok && !(out.error instanceof SagaflowError && !out.error.retryable)) ? 'batch failed' : undefined);
         return outcomes;
       },
     });
@@ -216,8 +229,29 @@ export function createWorker(deps: {
       timers?.touch();
       deliveriesSincePrune++;
       // Decoding and validation happen once, here, before any database work.
-      const item = decodeDelivery(delivery, registry, maxBytes);
+      let item: Inbound;
+      try {
+        item = decodeDelivery(delivery, registry, maxBytes);
+      } catch (err) {
+        metrics?.handled(consumer, 'dead_letter');
+        throw err;
+      }
       await batcher.submit(item);
+    };
+  }
+
+  /** The work with its inbox duplicates counted once its transaction committed (metrics on). */
+  function counted(consumer: string, work: Work<Inbound>): Work<Inbound> {
+    if (!metrics) return work;
+    return async (tx, items, deletes) => {
+      const r = await work(tx, items, deletes);
+      return {
+        ...r,
+        committed: () => {
+          if (r.duplicates) metrics.inboxDuplicates.inc({ consumer }, r.duplicates);
+          r.committed?.();
+        },
+      };
     };
   }
 
@@ -259,12 +293,12 @@ export function createWorker(deps: {
       await transport.declare(topology());
       const subOpts = { prefetch: o.prefetch ?? 512, retry: o.retry ?? DEFAULT_REDELIVERY };
       for (const def of defs.values()) {
-        const work = sagaWork({ def, sagas: sagaStore, inbox, outbox, graceMs, transitions, logger, onApplied });
-        subscriptions.push(await transport.subscriber.subscribe([def.topic], def.consumer, consumerHandler(def.registry, work, 'saga'), subOpts));
+        const work = counted(def.consumer, sagaWork({ def, sagas: sagaStore, inbox, outbox, graceMs, transitions, logger, onApplied, tracing }));
+        subscriptions.push(await transport.subscriber.subscribe([def.topic], def.consumer, consumerHandler(def.registry, work, 'saga', def.consumer), subOpts));
       }
       for (const p of participants) {
         const registry = new MessageRegistry([...p.handlers.values()].map((h) => h.message));
-        const work = participantWork({
+        const work = counted(p.consumer, participantWork({
           participant: p,
           inbox,
           outbox,
@@ -272,13 +306,15 @@ export function createWorker(deps: {
           graceMs,
           logger,
           onHandled: (count) => events.emit('handled', { participant: p.name, count }),
-        });
-        subscriptions.push(await transport.subscriber.subscribe(p.topics, p.consumer, consumerHandler(registry, work, 'participant'), subOpts));
+          tracing,
+        }));
+        subscriptions.push(await transport.subscriber.subscribe(p.topics, p.consumer, consumerHandler(registry, work, 'participant', p.consumer), subOpts));
       }
       if (o.recordDeadLetters ?? true) {
         const handler: Handler = async (d) => {
           const rec = await recorder.record(db, d);
           deadLettersRecorded++;
+          metrics?.deadLetters.inc({ reason: reasonLabel(rec.reasonCode) });
           logger.warn({ messageId: rec.messageId, consumer: rec.consumer, reason: rec.reasonCode, error: rec.error }, 'dead letter recorded');
           events.emit('deadLetter', rec);
         };

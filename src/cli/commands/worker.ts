@@ -1,4 +1,5 @@
 import { UsageError, errorMessage } from '../../errors.js';
+import { setupObservability } from '../../observability/setup.js';
 import { createTransport } from '../../transport/create.js';
 import { createWorker, workerOptionsFrom, type Role } from '../../worker/worker.js';
 import type { CliContext } from '../context.js';
@@ -15,14 +16,22 @@ export async function workerCommand(ctx: CliContext, opts: { module: string; rol
   const mod = await loadModule(opts.module, process.env);
   const { config, logger } = ctx;
   const db = ctx.db();
+  const obs = await setupObservability({ config, db, env: process.env, logger, serviceName: `sagaflow-${opts.role}` });
   const transport = await createTransport(config, logger, { clientId: opts.name ?? `sagaflow-${opts.role}` });
   const worker = createWorker({
     db,
     transport,
     module: mod,
     logger,
-    options: workerOptionsFrom(config, { role: opts.role as Role }),
+    options: workerOptionsFrom(config, {
+      role: opts.role as Role,
+      ...(obs.metrics ? { metrics: obs.metrics } : {}),
+      ...(obs.tracing ? { tracing: obs.tracing } : {}),
+    }),
   });
+  let started = false;
+  // Before start: /healthz answers at once and /readyz says "starting" until the worker consumes.
+  const ops = await obs.serve({ transport, started: () => started });
   let stopping: Promise<void> | undefined;
   let stopped!: () => void;
   const done = new Promise<void>((resolve) => (stopped = resolve));
@@ -35,6 +44,7 @@ export async function workerCommand(ctx: CliContext, opts: { module: string; rol
     stopping = (async () => {
       await worker.stop();
       await transport.close();
+      await obs.close();
     })().finally(stopped);
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
@@ -49,7 +59,8 @@ export async function workerCommand(ctx: CliContext, opts: { module: string; rol
     stop('fatal');
   });
   await worker.start();
-  process.stdout.write(`${JSON.stringify({ event: 'worker-ready', role: opts.role, transport: config.transport, pid: process.pid })}\n`);
+  started = true;
+  process.stdout.write(`${JSON.stringify({ event: 'worker-ready', role: opts.role, transport: config.transport, pid: process.pid, ...(ops ? { ops: ops.url } : {}) })}\n`);
   await done;
   // One machine-readable line for supervisors and the bench: what this process did.
   process.stdout.write(`${JSON.stringify({ event: 'worker-stopped', pid: process.pid, stats: worker.stats() })}\n`);
