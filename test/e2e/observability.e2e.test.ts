@@ -178,15 +178,24 @@ describe.skipIf(noPrometheus !== undefined && noZipkin !== undefined)('a saga ru
       const handled = spans!.find((s) => name(s) === 'shipping handle shiporder')!;
       expect(name(byId.get(handled.parentId!)!)).toBe('step shiporder');
       expect(byId.get(failure.parentId!)).toBe(handled);
-      // The text dump of the README: the trace as Zipkin has it, in time order.
+      // The text dump of the README: the trace as Zipkin has it, as a tree (each hop under the span that sent it).
       const t0 = Math.min(...spans!.map((s) => s.timestamp ?? 0));
-      const dump = [...spans!]
-        .sort((a, b) => (a.timestamp ?? 0) - (b.timestamp ?? 0))
-        .map((s) => {
-          const ms = (((s.timestamp ?? t0) - t0) / 1000).toFixed(1).padStart(7);
+      const children = new Map<string | undefined, ZipkinSpan[]>();
+      for (const s of spans!) {
+        const parent = s.parentId !== undefined && byId.has(s.parentId) ? s.parentId : undefined;
+        children.set(parent, [...(children.get(parent) ?? []), s]);
+      }
+      const dump: string[] = [];
+      const walk = (parent: string | undefined, depth: number): void => {
+        for (const s of [...(children.get(parent) ?? [])].sort((a, b) => (a.timestamp ?? 0) - (b.timestamp ?? 0))) {
+          const at = `${(((s.timestamp ?? t0) - t0) / 1000).toFixed(0)} ms`.padStart(8);
           const notes = (s.annotations ?? []).map((a) => a.value).join(', ');
-          return `${ms} ms  ${(s.localEndpoint?.serviceName ?? '').padEnd(22)} ${(s.kind ?? 'INTERNAL').padEnd(9)} ${s.name ?? ''}${s.tags?.['otel.status_code'] === 'ERROR' ? '  [ERROR]' : ''}${notes ? `  {${notes}}` : ''}`;
-        });
+          const flag = s.tags?.['otel.status_code'] === 'ERROR' ? ' [ERROR]' : '';
+          dump.push(`${at}  ${(s.localEndpoint?.serviceName ?? '').padEnd(22)} ${' '.repeat(depth)}${s.name ?? ''}${flag}${notes ? `  {${notes}}` : ''}`);
+          walk(s.id, depth + 1);
+        }
+      };
+      walk(undefined, 0);
       log(`trace ${traceId} (saga ${sagaId}), ${spans!.length} spans:\n${dump.join('\n')}`);
     }
     expect(await statusCounts(db, env)).toMatchObject(counts);
