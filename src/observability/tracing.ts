@@ -195,15 +195,6 @@ export class SagaTracing {
     return this.#inputSpan(span, sagaId, sagaType);
   }
 
-  /** An operator action (replay, cancel, redrive) on saga `sagaId`: in the saga's trace, linked to what prompted it. */
-  sagaOperation(sagaType: string, sagaId: string, action: string, headers?: Readonly<Record<string, string>>): InputSpan {
-    const { parent, links } = this.#sagaParent(sagaId, undefined);
-    const remote = extractSpanContext(headers);
-    if (remote) links.push({ context: remote, attributes: { 'sagaflow.link': 'original' } });
-    const span = this.tracer.startSpan(`${sagaType} ${action}`, { kind: SpanKind.INTERNAL, links, attributes: { [ATTR.sagaId]: sagaId, [ATTR.sagaType]: sagaType } }, parent);
-    return this.#inputSpan(span, sagaId, sagaType);
-  }
-
   #inputSpan(span: Span, sagaId: string, sagaType: string): InputSpan {
     const tracer = this.tracer;
     const parent = trace.setSpan(ROOT_CONTEXT, span);
