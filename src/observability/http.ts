@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
 import type { Db } from '../db/db.js';
-import { assertSchemaCurrent } from '../db/migrate.js';
+import { assertSchemaCurrent, loadMigrations } from '../db/migrate.js';
 import { SagaflowError, errorMessage, isSystemicDbError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { watchBroker } from './broker-state.js';
@@ -85,6 +85,8 @@ export function workerReadiness(deps: {
   cacheMs?: number;
 }): WorkerReadiness {
   const broker = watchBroker(deps.transport);
+  // Read from disk once: a probe every few seconds need not list the migrations folder each time.
+  const migrations = loadMigrations();
   let cached: { at: number; result: ProbeResult } | undefined;
   let inflight: Promise<ProbeResult> | undefined;
   let logged: string | null = null;
@@ -93,7 +95,7 @@ export function workerReadiness(deps: {
     const brokerProblem = broker.problem();
     if (brokerProblem) return { ok: false, reason: brokerProblem };
     try {
-      await withTimeout(assertSchemaCurrent(deps.db, deps.schema), deps.dbTimeoutMs ?? 2000, 'the database');
+      await withTimeout(assertSchemaCurrent(deps.db, deps.schema, migrations), deps.dbTimeoutMs ?? 2000, 'the database');
     } catch (err) {
       if (logged !== errorMessage(err)) deps.logger.warn({ err: errorMessage(err) }, 'worker not ready: database check failed');
       logged = errorMessage(err);

@@ -231,9 +231,12 @@ export class Metrics {
       .then(({ rows }) => {
         const r = rows[0];
         return { outboxRows: Number(r?.outbox_rows ?? 0), outboxOldestSeconds: Math.max(0, r?.outbox_age ?? 0), timerLagSeconds: Math.max(0, r?.timer_lag ?? 0) };
+      })
+      // The database is away: the gauges say "unknown" (NaN) and the rest of the scrape still answers.
+      .catch(() => {
+        this.#snapshotAt = 0;
+        return { outboxRows: NaN, outboxOldestSeconds: NaN, timerLagSeconds: NaN };
       });
-    // A failed read must not be cached as the answer for the next scrape.
-    this.#snapshot.catch(() => (this.#snapshotAt = 0));
     return this.#snapshot;
   }
 }

@@ -1,5 +1,7 @@
 import { EventEmitter } from 'node:events';
+import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
+import { Metrics } from '../../src/observability/metrics.js';
 import { watchBroker } from '../../src/observability/broker-state.js';
 import { samplerFrom } from '../../src/observability/sdk.js';
 import { extractSpanContext, passTraceHeaders, sagaRootContext, sagaTraceId, traceHeaders } from '../../src/observability/tracing.js';
@@ -74,5 +76,29 @@ describe('broker state from transport events', () => {
     s.dispose();
     expect(events.listenerCount('disconnected')).toBe(0);
     expect(watchBroker({}).problem()).toBeNull();
+  });
+});
+
+describe('metrics while the database is away', () => {
+  it('the database gauges say NaN and the scrape still answers; they read again once it is back', async () => {
+    let up = false;
+    const db = {
+      query: async () => {
+        if (!up) throw new Error('connect ECONNREFUSED');
+        return { rows: [{ outbox_rows: '3', outbox_age: 1.5, timer_lag: null }], rowCount: 1 };
+      },
+      pool: { totalCount: 4, idleCount: 1, waitingCount: 2 },
+    };
+    const registry = new Registry();
+    new Metrics(registry, { db: db as never, schema: 'sagaflow' });
+    const down = await registry.metrics();
+    expect(down).toMatch(/^sagaflow_outbox_backlog_messages nan$/im);
+    expect(down).toMatch(/^sagaflow_db_pool_connections\{state="in_use"\} 3$/m);
+    expect(down).toMatch(/^sagaflow_db_pool_waiting_requests 2$/m);
+    up = true;
+    const back = await registry.metrics();
+    expect(back).toMatch(/^sagaflow_outbox_backlog_messages 3$/m);
+    expect(back).toMatch(/^sagaflow_outbox_oldest_age_seconds 1.5$/m);
+    expect(back).toMatch(/^sagaflow_timer_lag_seconds 0$/m);
   });
 });
