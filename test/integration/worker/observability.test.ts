@@ -14,6 +14,7 @@ import { orderSaga } from '../../../examples/order/index.js';
 import { startOpsServer, watchEventLoop, workerReadiness } from '../../../src/observability/http.js';
 import { Metrics } from '../../../src/observability/metrics.js';
 import { ATTR, SagaTracing, extractSpanContext, sagaTraceId, traceHeaders } from '../../../src/observability/tracing.js';
+import { buildAdminServer } from '../../../src/http/server.js';
 import { silentLogger } from '../../../src/log.js';
 import { waitFor } from '../../helpers/wait.js';
 import { workerSuite } from './suite.js';
@@ -138,5 +139,19 @@ describe('(o) metrics, traces and the ops endpoint of a worker', () => {
     expect(extractSpanContext(headers)).toMatchObject(sc);
     expect(extractSpanContext({ traceparent: '00-00000000000000000000000000000000-b7ad6b7169203331-01' })).toBeUndefined();
     expect(extractSpanContext({ traceparent: 'garbage' })).toBeUndefined();
+  });
+
+  it('sagaflow serve’s admin server answers /metrics without a token', async () => {
+    const registry = new Registry();
+    new Metrics(registry, { db: suite.db, schema: suite.t.schema });
+    const app = buildAdminServer({ db: suite.db, schema: suite.t.schema, sagas: [orderSaga], tokens: [], logger: silentLogger(), metrics: registry });
+    try {
+      const r = await app.inject({ method: 'GET', url: '/metrics' });
+      expect(r.statusCode).toBe(200);
+      expect(r.headers['content-type']).toContain('text/plain');
+      expect(r.body).toMatch(/^sagaflow_outbox_backlog_messages \d+$/m);
+    } finally {
+      await app.close();
+    }
   });
 });
