@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Queryable } from './db/db.js';
 import { PermanentError } from './errors.js';
-import { describeIssues, encodeEnvelope, type Envelope } from './messages/envelope.js';
+import { describeIssues, type Envelope } from './messages/envelope.js';
+import { DEFAULT_WIRE_FORMAT, encodeMessage, type WireFormat } from './messages/wire.js';
 import type { InputOf, MessageDefinition } from './messages/message.js';
 import { OutboxStore } from './outbox/store.js';
 import type { SagaDefinition } from './saga/definition.js';
@@ -35,7 +36,14 @@ export interface SagaflowClient {
   build<M extends MessageDefinition>(message: M, payload: InputOf<M>, opts?: SendOptions): OutgoingMessage;
 }
 
-export function createClient(deps: { schema?: string; publisher?: Publisher; db?: Queryable; defaultTenant?: string }): SagaflowClient {
+export function createClient(deps: {
+  schema?: string;
+  publisher?: Publisher;
+  db?: Queryable;
+  defaultTenant?: string;
+  /** Default cloudevents; legacy while workers of the previous release still read this topic. */
+  wireFormat?: WireFormat;
+}): SagaflowClient {
   const outbox = new OutboxStore(deps.schema ?? 'sagaflow');
   const tenant = deps.defaultTenant ?? 'default';
 
@@ -52,11 +60,13 @@ export function createClient(deps: { schema?: string; publisher?: Publisher; db?
       correlationId: opts.correlationId ?? opts.sagaId ?? id,
       ...(opts.causationId ? { causationId: opts.causationId } : {}),
       ...(opts.sagaId ? { sagaId: opts.sagaId } : {}),
+      source: '/sagaflow/client',
       occurredAt: new Date().toISOString(),
       ...(opts.headers ? { headers: opts.headers } : {}),
       payload: parsed.data,
     };
-    return { topic: message.topic, key: opts.sagaId ?? id, id, type: message.type, body: encodeEnvelope(env) };
+    const encoded = encodeMessage(env, deps.wireFormat ?? DEFAULT_WIRE_FORMAT);
+    return { topic: message.topic, key: opts.sagaId ?? id, id, type: message.type, body: encoded.body, headers: encoded.headers };
   };
 
   async function deliver(msg: OutgoingMessage, tx: Queryable | undefined): Promise<void> {

@@ -68,6 +68,7 @@ export const envSchema = z.object({
   SAGAFLOW_RETRY_DELAYS_MS: csvInts.default([200, 1000, 5000]),
   SAGAFLOW_MAX_MESSAGE_BYTES: int(1024, 128 * 1024 * 1024).default(256 * 1024),
   SAGAFLOW_EVENTS: z.enum(['all', 'terminal', 'none']).default('all'),
+  SAGAFLOW_WIRE_FORMAT: z.enum(['cloudevents', 'legacy']).default('cloudevents'),
   SAGAFLOW_EVENTS_TOPIC: z.string().min(1).default(DEFAULT_EVENTS_TOPIC),
   SAGAFLOW_OUTBOX_GRACE_MS: int(0, 3_600_000).default(10_000),
   /** Safety-net poll (relay and timers) for work a crashed worker left, while the worker is busy. */
@@ -97,6 +98,8 @@ export const envSchema = z.object({
   SAGAFLOW_HEALTH_STUCK_MS: int(100, 3_600_000).default(10_000),
   /** OpenTelemetry tracing (SDK loaded only then; configured by the standard OTEL_* variables). */
   SAGAFLOW_OTEL: z.enum(['0', '1']).default('0'),
+  /** off: ignore the module's circuit breakers (every command is sent at once, as without them). */
+  SAGAFLOW_CIRCUITS: z.enum(['on', 'off']).default('on'),
   /** Reliability testing only: publish every outgoing message twice. */
   SAGAFLOW_FAULT_DUPLICATE_PUBLISH: z.enum(['0', '1']).default('0'),
 });
@@ -139,6 +142,7 @@ function toConfig(e: Env) {
     maxMessageBytes: e.SAGAFLOW_MAX_MESSAGE_BYTES,
     events: e.SAGAFLOW_EVENTS,
     eventsTopic: e.SAGAFLOW_EVENTS_TOPIC,
+    wireFormat: e.SAGAFLOW_WIRE_FORMAT,
     outboxGraceMs: e.SAGAFLOW_OUTBOX_GRACE_MS,
     fallbackPollMs: e.SAGAFLOW_FALLBACK_POLL_MS,
     idlePollMs: e.SAGAFLOW_IDLE_POLL_MS,
@@ -157,6 +161,7 @@ function toConfig(e: Env) {
     },
     health: { port: e.SAGAFLOW_HEALTH_PORT, host: e.SAGAFLOW_HEALTH_HOST, stuckMs: e.SAGAFLOW_HEALTH_STUCK_MS },
     otel: e.SAGAFLOW_OTEL === '1',
+    circuits: e.SAGAFLOW_CIRCUITS === 'on',
     faults: { duplicatePublish: e.SAGAFLOW_FAULT_DUPLICATE_PUBLISH === '1' },
   };
 }

@@ -36,6 +36,8 @@ export type ReasonCode =
   | 'NOT_FOUND'
   | 'NEEDS_FORCE'
   | 'UNEXPECTED_REPLY'
+  | 'UNMATCHED_REPLY'
+  | 'UNSTORABLE_TEXT'
   | 'OUT_OF_ORDER'
   | 'UNAUTHORIZED'
   | 'FORBIDDEN'

@@ -12,7 +12,8 @@
  * - dead letter: a message that can never succeed, kept with a reason code, never dropped.
  */
 export { defineMessage, MessageRegistry, type MessageDefinition, type PayloadOf, type InputOf } from './messages/message.js';
-export { type Envelope, encodeEnvelope, decodeEnvelope } from './messages/envelope.js';
+export { type Envelope } from './messages/envelope.js';
+export { encodeEnvelope, decodeEnvelope, decodeMessage, encodeMessage, type WireFormat } from './messages/wire.js';
 export { defineSaga, type SagaDefinition, type StepFailure, type FailurePolicy, type LocalContext } from './saga/definition.js';
 export { decide, sagaIdFor, type SagaInput, type Decision } from './saga/engine.js';
 export type { SagaInstance, SagaStatus, EngineState } from './saga/state.js';

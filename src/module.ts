@@ -4,6 +4,7 @@ import { MessageRegistry } from './messages/message.js';
 import type { SagaDefinition } from './saga/definition.js';
 import type { ParticipantDefinition } from './participant/definition.js';
 import { DefinitionError } from './errors.js';
+import { breakerPolicies, type ResilienceConfig } from './resilience/policy.js';
 
 /**
  * What a user module exports for `sagaflow worker --module <file>`: its sagas and participants,
@@ -14,6 +15,8 @@ export interface SagaflowModule {
   readonly participants?: readonly ParticipantDefinition[];
   /** Extra message types `sagaflow publish` may send (start messages and commands are included anyway). */
   readonly messages?: readonly MessageDefinition[];
+  /** Circuit breakers (and, later, limits) per gate; see the README's resilience section. */
+  readonly resilience?: ResilienceConfig;
   /** Creates the module's own tables; run by `sagaflow migrate` and the demo. Must be idempotent. */
   readonly migrate?: (db: Db) => Promise<void>;
 }
@@ -49,4 +52,5 @@ export function validateModule(mod: SagaflowModule): void {
     }
   }
   moduleRegistry(mod); // throws if one type name stands for two schemas
+  breakerPolicies(mod.resilience); // throws on a bad breaker setting
 }

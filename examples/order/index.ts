@@ -1,7 +1,7 @@
 import type { SagaflowModule } from '../../src/index.js';
 import { PlaceOrder, SetPaymentOutage } from './messages.js';
 import { migrateExample, orderParticipants } from './participants.js';
-import { orderSaga } from './saga.js';
+import { orderSagaWith } from './saga.js';
 
 /**
  * The module `sagaflow worker --module examples/order` loads. Its own tables live in the schema
@@ -9,14 +9,23 @@ import { orderSaga } from './saga.js';
  */
 export default function orderModule(ctx: { env: Readonly<Record<string, string | undefined>> }): SagaflowModule {
   const schema = ctx.env.ORDER_EXAMPLE_SCHEMA || 'order_example';
+  const onOutage = ctx.env.ORDER_ON_OUTAGE === 'compensate' ? 'compensate' : 'fail';
   return {
-    sagas: [orderSaga],
+    sagas: [orderSagaWith({ onOutage })],
+    // ORDER_CIRCUITS=on: a breaker on the payment participant (the outage walkthrough and test).
+    ...(ctx.env.ORDER_CIRCUITS === 'on' ? { resilience: { circuits: { payment: paymentBreaker(ctx.env) } } } : {}),
     participants: orderParticipants(schema),
     messages: [PlaceOrder, SetPaymentOutage],
     migrate: (db) => migrateExample(db, schema),
   };
 }
 
-export { orderSaga } from './saga.js';
+/** Opens after 5 outage replies or timeouts within 10 s; probes every ORDER_CIRCUIT_COOLDOWN_MS (default 3 s). */
+function paymentBreaker(env: Readonly<Record<string, string | undefined>>) {
+  const coolDownMs = Number(env.ORDER_CIRCUIT_COOLDOWN_MS ?? 3000);
+  return { failureThreshold: 5, windowMs: 10_000, coolDownMs, probeTimeoutMs: 30_000, releasePerSecond: 200 };
+}
+
+export { orderSaga, orderSagaWith } from './saga.js';
 export * from './messages.js';
 export { exampleTables, migrateExample, orderParticipants } from './participants.js';

@@ -40,6 +40,7 @@ export function exampleTables(schema: string) {
     shipments: `${s}.shipments`,
     effects: `${s}.effects`,
     settings: `${s}.settings`,
+    outageCalls: `${s}.outage_calls`,
   };
 }
 
@@ -62,6 +63,8 @@ export async function migrateExample(db: Db, schema: string, skus = 10_000): Pro
       id bigserial PRIMARY KEY, order_id text NOT NULL, kind text NOT NULL, at timestamptz NOT NULL DEFAULT now())`);
     await tx.query(`CREATE INDEX IF NOT EXISTS effects_order ON ${t.effects} (order_id)`);
     await tx.query(`CREATE TABLE IF NOT EXISTS ${t.settings} (key text PRIMARY KEY, value jsonb NOT NULL)`);
+    // every ChargePayment the payment service turned away during an outage: what a breaker spares it
+    await tx.query(`CREATE TABLE IF NOT EXISTS ${t.outageCalls} (order_id text NOT NULL, at timestamptz NOT NULL DEFAULT now())`);
     await tx.query(
       `INSERT INTO ${t.inventory} (sku, available) SELECT 'sku-' || g, 1000000000 FROM generate_series(0, $1::int - 1) g ON CONFLICT DO NOTHING`,
       [skus],
@@ -186,6 +189,10 @@ export function orderParticipants(schema: string) {
           created.push({ orderId: payload.orderId, paymentId, customerId: payload.customerId, amountCents: payload.amountCents });
           return reply(PaymentCharged, { orderId: payload.orderId, paymentId });
         });
+        if (outage) {
+          const refused = items.filter((i) => !paid.has(i.payload.orderId)).map((i) => i.payload.orderId);
+          await tx.query(`INSERT INTO ${t.outageCalls} (order_id) SELECT unnest($1::text[])`, [refused]);
+        }
         if (created.length > 0) {
           await tx.query(
             `WITH p AS (

@@ -23,7 +23,14 @@ import {
  * is not the customer's fault, so after the retries the saga stops as `failed` and an operator
  * replays it once the payment service is back (see the README walkthrough).
  */
-export const orderSaga = defineSaga({
+export interface OrderSagaOptions {
+  /** What a payment outage does once its retries are used: stop as failed (default) or compensate. */
+  readonly onOutage?: 'fail' | 'compensate';
+}
+
+export function orderSagaWith(opts: OrderSagaOptions = {}) {
+  const onOutage = opts.onOutage ?? 'fail';
+  return defineSaga({
   name: 'order',
   version: 1,
   start: PlaceOrder,
@@ -50,7 +57,9 @@ export const orderSaga = defineSaga({
     failure: [PaymentDeclined, PaymentUnavailable],
     // An outage is worth retrying; a decline is final.
     retryFailures: (r) => r.reason.startsWith('unavailable'),
-    onFailure: (f) => (f.replyType === 'PaymentDeclined' ? 'compensate' : 'fail'),
+    // ...and an outage is the participant's failure, not the customer's: it trips the breaker.
+    technicalFailures: (r) => r.reason.startsWith('unavailable'),
+    onFailure: (f) => (f.replyType === 'PaymentDeclined' ? 'compensate' : onOutage),
     keep: (r) => ({ paymentId: r.paymentId }),
     compensate: {
       command: RefundPayment,
@@ -69,3 +78,6 @@ export const orderSaga = defineSaga({
     timeoutMs: 30_000,
   })
   .build();
+}
+
+export const orderSaga = orderSagaWith();

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { packageRoot } from '../db/migrate.js';
 import { errorMessage } from '../errors.js';
+import { circuitsList, circuitsSet } from './commands/circuits.js';
 import { devCommand } from './commands/dev.js';
 import { healthCommand } from './commands/health.js';
 import { migrateCommand } from './commands/migrate.js';
@@ -11,7 +12,7 @@ import { publishCommand } from './commands/publish.js';
 import { pruneCommand } from './commands/prune.js';
 import { sagasList, sagasShow } from './commands/sagas.js';
 import { serveCommand } from './commands/serve.js';
-import { workerCommand } from './commands/worker.js';
+import { workerCommand, type WorkerCommandOptions } from './commands/worker.js';
 import { createContext, type CliContext } from './context.js';
 import { exitCodeFor } from './errors.js';
 
@@ -59,8 +60,10 @@ program
   .description('run the sagas and participants a module exports')
   .requiredOption('--module <file>', 'module exporting sagas and participants (e.g. examples/order)')
   .option('--role <role>', 'all | orchestrator | participants', 'all')
+  .option('--participants <names>', 'run only these participants (comma-separated), e.g. payment,stock')
+  .option('--exclude-participants <names>', 'run all participants but these (comma-separated): another service consumes their queues')
   .option('--name <name>', 'client name shown by the broker')
-  .action(withContext((ctx, opts: { module: string; role: string; name?: string }) => workerCommand(ctx, opts), 'sagaflow-worker'));
+  .action(withContext((ctx, opts: WorkerCommandOptions) => workerCommand(ctx, opts), 'sagaflow-worker'));
 
 program
   .command('serve')
@@ -111,6 +114,25 @@ sagas
   .description('a saga with its step timeline (attempts, replies, errors)')
   .option('--json', 'print JSON')
   .action(withContext((ctx, id: string, opts) => sagasShow(ctx, id, opts)));
+
+const circuits = program.command('circuits').description('the circuit breakers every orchestrator shares');
+circuits
+  .command('list')
+  .description('each breaker: state, sagas waiting at it, failures in its window, opens, probes')
+  .option('--json', 'print JSON')
+  .action(withContext((ctx, opts) => circuitsList(ctx, opts)));
+for (const [verb, what] of [
+  ['open', 'hold a breaker open (sagas about to send through it wait) until closed by hand'],
+  ['close', 'close a breaker now and release the sagas waiting at it at a controlled rate'],
+] as const) {
+  circuits
+    .command(`${verb} <name>`)
+    .description(what)
+    .option('--reason <text>', 'why (required, kept in the audit trail)')
+    .option('--actor <name>', 'who, for the audit trail (default cli:<user>)')
+    .option('--json', 'print JSON')
+    .action(withContext((ctx, name: string, opts) => circuitsSet(ctx, verb, name, opts)));
+}
 
 program
   .command('replay [id]')

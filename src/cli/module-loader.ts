@@ -3,18 +3,17 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { UsageError } from '../errors.js';
 import { validateModule, type SagaflowModule } from '../module.js';
+import { resolveTypeScriptAsModules } from './typescript-format.js';
 
 /**
  * Loads a user module: a file or a directory with an index. Its default export is the module
  * object or a factory `(ctx) => module` (ctx.env is the environment, passed in, not read there).
- * TypeScript files are loaded through tsx, so users need no build step.
+ * TypeScript files are loaded through tsx, so users need no build step; a `.ts` file loads from
+ * anywhere on disk, whatever package.json (if any) is around it.
  */
 export async function loadModule(spec: string, env: Readonly<Record<string, string | undefined>>): Promise<SagaflowModule> {
   const path = resolveModulePath(spec);
-  if (/\.(ts|mts|cts)$/.test(path)) {
-    const { register } = await import('tsx/esm/api');
-    register();
-  }
+  if (/\.(ts|mts|cts)$/.test(path)) await enableTypeScript();
   let ns: Record<string, unknown>;
   try {
     ns = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
@@ -32,6 +31,18 @@ export async function loadModule(spec: string, env: Readonly<Record<string, stri
     throw new UsageError(`module ${spec} is invalid: ${(err as Error).message}`, 'DEFINITION_INVALID');
   }
   return mod;
+}
+
+let typeScriptEnabled: Promise<void> | undefined;
+
+/** Loader hooks are process-wide and pile up when registered again, hence once per process. */
+function enableTypeScript(): Promise<void> {
+  typeScriptEnabled ??= (async () => {
+    const { register } = await import('tsx/esm/api');
+    register();
+    resolveTypeScriptAsModules();
+  })();
+  return typeScriptEnabled;
 }
 
 function resolveModulePath(spec: string): string {

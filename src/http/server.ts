@@ -22,6 +22,8 @@ import type { MessageDefinition } from '../messages/message.js';
 import { moduleRegistry } from '../module.js';
 import { auditRoutes } from './routes/audit.js';
 import { messageRoutes } from './routes/messages.js';
+import { CIRCUIT_NAME, circuitRoutes } from './routes/circuits.js';
+import { CircuitOperations } from '../ops/circuit-ops.js';
 import { deadLetterRoutes } from './routes/dead-letters.js';
 import { sagaRoutes } from './routes/sagas.js';
 import type { RouteContext } from './shared.js';
@@ -134,6 +136,7 @@ export function buildAdminServer(deps: AdminServerDeps): FastifyInstance {
     }),
     deadLetters: new DeadLetterOperations({ db: deps.db, schema: deps.schema, logger }),
     audit: new AuditLog(deps.schema),
+    circuits: new CircuitOperations({ db: deps.db, schema: deps.schema, logger }),
     definitions: deps.sagas,
   };
 
@@ -193,7 +196,18 @@ export function buildAdminServer(deps: AdminServerDeps): FastifyInstance {
     if (!a) return;
     const id = (request.params as { id?: unknown }).id;
     // Bulk routes have no single target ('*'); a malformed id is not worth an audit row.
-    const targetId = id === undefined ? '*' : typeof id === 'string' && (a.targetType === 'saga' ? UUID.test(id) : /^\d{1,18}$/.test(id)) ? id.toLowerCase() : undefined;
+    const targetId =
+      id === undefined
+        ? '*'
+        : typeof id !== 'string'
+          ? undefined
+          : a.targetType === 'circuit'
+            ? CIRCUIT_NAME.test(id)
+              ? id // breaker names are case-sensitive
+              : undefined
+            : (a.targetType === 'saga' ? UUID.test(id) : /^\d{1,18}$/.test(id))
+              ? id.toLowerCase()
+              : undefined;
     if (targetId === undefined) return;
     try {
       await ctx.audit.record(deps.db, {
@@ -219,6 +233,7 @@ export function buildAdminServer(deps: AdminServerDeps): FastifyInstance {
       deadLetterRoutes(v1, ctx);
       auditRoutes(v1, ctx);
       messageRoutes(v1, { db: deps.db, schema: deps.schema, sagas: deps.sagas, registry: moduleRegistry({ sagas: deps.sagas, messages: deps.messages ?? [] }) });
+      circuitRoutes(v1, ctx);
     },
     { prefix: '/v1' },
   );

@@ -2,6 +2,7 @@ import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Db } from '../db/db.js';
 import type { AuditAction, AuditLog } from '../ops/audit.js';
+import type { CircuitOperations } from '../ops/circuit-ops.js';
 import type { DeadLetterOperations } from '../ops/dead-letter-ops.js';
 import type { Actor, SagaOperations } from '../ops/saga-ops.js';
 import type { SagaDefinition } from '../saga/definition.js';
@@ -15,13 +16,14 @@ export interface RouteContext {
   readonly sagaOps: SagaOperations;
   readonly deadLetters: DeadLetterOperations;
   readonly audit: AuditLog;
+  readonly circuits: CircuitOperations;
   readonly definitions: readonly SagaDefinition<any, any>[];
 }
 
 declare module 'fastify' {
   interface FastifyContextConfig {
     /** Marks an operator action: a caller refused for its role is still written to the audit trail. */
-    auditAs?: { readonly action: AuditAction; readonly targetType: 'saga' | 'dead_letter' };
+    auditAs?: { readonly action: AuditAction; readonly targetType: 'saga' | 'dead_letter' | 'circuit' };
   }
 }
 

@@ -8,7 +8,14 @@ import { quoteSchema } from '../db/db.js';
  */
 export interface ClaimRequest {
   readonly messageId: string;
+  /** Digest of the message's meaning (src/messages/envelope.ts meaningDigest). */
   readonly digest: Buffer;
+  /**
+   * Digest of the raw body, which rows written before digests were taken over the meaning hold: a
+   * redelivery of a message the previous release processed is still a duplicate, not ID_CONFLICT.
+   * Computed only for a message whose id is already there.
+   */
+  readonly bodyDigest?: () => Buffer;
 }
 
 export interface ClaimResult {
@@ -16,9 +23,24 @@ export interface ClaimResult {
   readonly claimed: ReadonlySet<string>;
   /** Seen before with the same body: a duplicate to acknowledge and skip. */
   readonly duplicates: ReadonlySet<string>;
-  /** Seen before with a different body: an id collision or a forged message (ID_CONFLICT). */
+  /** Seen before with a different meaning: an id collision or a forged message (ID_CONFLICT). */
   readonly conflicts: ReadonlySet<string>;
+  /**
+   * Neither claimed nor found: the row that blocked the insert was deleted before the look-up (a
+   * concurrent release). Never taken for a duplicate: the caller retries the message.
+   */
+  readonly unresolved: ReadonlySet<string>;
+  /** The digest the inbox holds for every id that was there already (duplicates and conflicts). */
+  readonly stored: ReadonlyMap<string, Buffer>;
 }
+
+/** Whether `stored` (an inbox row's digest) is that of the message `r`: by meaning, or by bytes for rows of the previous release. */
+export function sameMessage(stored: Buffer, r: Pick<ClaimRequest, 'digest' | 'bodyDigest'>): boolean {
+  return stored.equals(r.digest) || (r.bodyDigest !== undefined && stored.equals(r.bodyDigest()));
+}
+
+/** Postgres prints a uuid in lower case: every id is compared in that spelling, whatever the caller passed. */
+const canonical = (id: string): string => id.toLowerCase();
 
 export class InboxStore {
   readonly #t: string;
@@ -28,7 +50,7 @@ export class InboxStore {
 
   /** One statement for the whole batch. Ids are sorted so concurrent batches lock index entries in one order (no deadlock). */
   async claim(tx: Queryable, consumer: string, requests: readonly ClaimRequest[]): Promise<ClaimResult> {
-    const sorted = [...requests].sort((a, b) => (a.messageId < b.messageId ? -1 : a.messageId > b.messageId ? 1 : 0));
+    const sorted = requests.map((r) => ({ ...r, messageId: canonical(r.messageId) })).sort((a, b) => (a.messageId < b.messageId ? -1 : a.messageId > b.messageId ? 1 : 0));
     const { rows } = await tx.query<{ message_id: string }>(
       `INSERT INTO ${this.#t} (consumer, message_id, digest)
        SELECT $1, u.id, u.digest FROM unnest($2::uuid[], $3::bytea[]) AS u(id, digest)
@@ -39,25 +61,28 @@ export class InboxStore {
     const others = sorted.filter((r) => !claimed.has(r.messageId));
     const duplicates = new Set<string>();
     const conflicts = new Set<string>();
+    const unresolved = new Set<string>();
+    const stored = new Map<string, Buffer>();
     if (others.length > 0) {
       const seen = await tx.query<{ message_id: string; digest: Buffer }>(
         `SELECT message_id, digest FROM ${this.#t} WHERE consumer = $1 AND message_id = ANY($2::uuid[])`,
         [consumer, others.map((r) => r.messageId)],
       );
-      const digests = new Map(seen.rows.map((r) => [r.message_id, r.digest]));
+      for (const r of seen.rows) stored.set(r.message_id, r.digest);
       for (const r of others) {
-        const d = digests.get(r.messageId);
-        if (d && !d.equals(r.digest)) conflicts.add(r.messageId);
-        else duplicates.add(r.messageId);
+        const d = stored.get(r.messageId);
+        if (d === undefined) unresolved.add(r.messageId);
+        else if (sameMessage(d, r)) duplicates.add(r.messageId);
+        else conflicts.add(r.messageId);
       }
     }
-    return { claimed, duplicates, conflicts };
+    return { claimed, duplicates, conflicts, unresolved, stored };
   }
 
   /** Gives claims back (their messages were rejected), so a later redelivery or redrive processes them. */
   async release(tx: Queryable, consumer: string, messageIds: readonly string[]): Promise<void> {
     if (messageIds.length === 0) return;
-    await tx.query(`DELETE FROM ${this.#t} WHERE consumer = $1 AND message_id = ANY($2::uuid[])`, [consumer, messageIds]);
+    await tx.query(`DELETE FROM ${this.#t} WHERE consumer = $1 AND message_id = ANY($2::uuid[])`, [consumer, messageIds.map(canonical)]);
   }
 
   /** Retention: the inbox only has to outlive redelivery; old rows are deleted in small batches. */

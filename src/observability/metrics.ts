@@ -79,7 +79,7 @@ export class Metrics {
     });
     this.inboxDuplicates = new Counter({
       name: 'sagaflow_inbox_duplicates_total',
-      help: 'Deliveries the inbox recognised as already handled and acknowledged without effect.',
+      help: 'Deliveries recognised as already handled (by the inbox, or as a second copy in the same batch) and acknowledged without effect.',
       labelNames: ['consumer'],
       registers,
     });

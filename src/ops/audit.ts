@@ -1,13 +1,13 @@
 import type { Queryable } from '../db/db.js';
 import { quoteSchema } from '../db/db.js';
 
-export type AuditAction = 'replay' | 'cancel' | 'redrive' | 'discard';
+export type AuditAction = 'replay' | 'cancel' | 'redrive' | 'discard' | 'circuit-open' | 'circuit-close';
 export type AuditOutcome = 'accepted' | 'refused' | 'dry-run' | 'duplicate';
 
 export interface AuditEntry {
   readonly actor: string;
   readonly action: AuditAction;
-  readonly targetType: 'saga' | 'dead_letter';
+  readonly targetType: 'saga' | 'dead_letter' | 'circuit';
   readonly targetId: string;
   readonly reason?: string | undefined;
   readonly requestId?: string | undefined;

@@ -12,7 +12,8 @@ export type DeadLetterStatus = 'new' | 'redriven' | 'discarded';
 
 export interface DeadLetter {
   readonly id: string;
-  readonly messageId: string;
+  /** The id its envelope or headers named; null when the message had no readable id. */
+  readonly messageId: string | null;
   readonly consumer: string;
   readonly topic: string;
   readonly type: string | null;
@@ -50,6 +51,7 @@ const COLUMNS = `id::text, message_id AS "messageId", consumer, topic, msg_type 
   error, attempts, times_seen AS "timesSeen", status, first_seen_at AS "firstSeenAt", last_seen_at AS "lastSeenAt",
   resolved_at AS "resolvedAt", resolved_by AS "resolvedBy", resolution_note AS "resolutionNote"`;
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
@@ -183,20 +185,22 @@ function rebuild(row: DeadLetter & { headers: Record<string, string>; body: Buff
     if (typeof v === 'string') headers[k] = v;
   }
   let body = row.body;
-  let id = row.messageId;
-  if (newId || id.startsWith('sha256:')) {
+  // The outbox (and every consumer's inbox) keys by UUID: a message without one, or with a foreign
+  // id that is not a UUID, goes out under a fresh id, its body unchanged.
+  let id = row.messageId !== null && UUID.test(row.messageId) ? row.messageId : randomUUID();
+  if (newId) {
     // A fresh id needs a readable envelope; a message that never had one is republished as-is.
+    let env: unknown;
     try {
-      const env = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
-      if (newId && env && typeof env === 'object') {
-        id = randomUUID();
-        env.id = id;
-        body = Buffer.from(JSON.stringify(env), 'utf8');
-      }
+      env = JSON.parse(body.toString('utf8'));
     } catch {
-      if (newId) throw new RefusedError('INVALID_STATE', 'the dead letter has no readable envelope; it can only be redriven unchanged');
+      throw new RefusedError('INVALID_STATE', 'the dead letter has no readable envelope; it can only be redriven unchanged');
+    }
+    if (env && typeof env === 'object' && !Array.isArray(env)) {
+      id = randomUUID();
+      (env as Record<string, unknown>).id = id;
+      body = Buffer.from(JSON.stringify(env), 'utf8');
     }
   }
-  if (id.startsWith('sha256:')) id = randomUUID();
   return { topic: row.topic, key: row.key ?? id, id, type: row.type ?? 'unknown', body, headers: { ...headers, [H.messageId]: id } };
 }

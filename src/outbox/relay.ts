@@ -107,31 +107,37 @@ export class OutboxRelay {
     return this.deps.db.transaction(async (tx) => {
       const rows = await this.deps.store.claimDue(tx, size);
       if (rows.length === 0) return 0;
-      let failed: Set<string>;
-      let error = '';
-      let permanent = false;
+      // Per message: published, failed for good (parked with its reason) or failed for now (rescheduled).
+      const failures = new Map<string, { retryable: boolean; message: string }>();
       try {
         await this.deps.publisher.publish(rows.map((r) => r.message));
-        failed = new Set();
       } catch (err) {
-        failed = err instanceof PublishError ? new Set(err.failedIds) : new Set(rows.map((r) => r.message.id));
-        error = errorMessage(err);
-        // The transport says whether a retry can help (too large, refused record, bad topic name: no).
-        permanent = err instanceof PublishError && !err.retryable;
-      }
-      const ok = rows.filter((r) => !failed.has(r.message.id));
-      const bad = rows.filter((r) => failed.has(r.message.id));
-      await this.deps.store.deleteSent(tx, ok.map((r) => r.id));
-      if (bad.length > 0) {
-        if (permanent) {
-          await this.deps.store.park(tx, bad.map((r) => r.id), error);
-          this.deps.logger.error({ count: bad.length, err: error }, 'outbox rows parked: the broker refuses them for good');
+        if (err instanceof PublishError) {
+          for (const f of err.failures) failures.set(f.id, { retryable: f.retryable, message: f.message });
         } else {
-          const attempts = Math.max(...bad.map((r) => r.attempts));
-          const delay = Math.min((this.opts.retryDelayMs ?? 1000) * 2 ** attempts, this.opts.maxRetryDelayMs ?? 60_000);
-          await this.deps.store.reschedule(tx, bad.map((r) => r.id), delay, error);
-          this.deps.logger.warn({ count: bad.length, err: error, retryInMs: delay }, 'outbox publish failed; rescheduled');
+          for (const r of rows) failures.set(r.message.id, { retryable: true, message: errorMessage(err) });
         }
+      }
+      const ok = rows.filter((r) => !failures.has(r.message.id));
+      const permanent = rows.filter((r) => failures.get(r.message.id)?.retryable === false);
+      const retry = rows.filter((r) => failures.get(r.message.id)?.retryable === true);
+      await this.deps.store.deleteSent(tx, ok.map((r) => r.id));
+      // The transport says whether a retry can help (too large, refused record, bad topic name: no).
+      const byMessage = new Map<string, typeof permanent>();
+      for (const r of permanent) {
+        const why = failures.get(r.message.id)!.message;
+        byMessage.set(why, [...(byMessage.get(why) ?? []), r]);
+      }
+      for (const [why, parked] of byMessage) {
+        await this.deps.store.park(tx, parked.map((r) => r.id), why);
+        this.deps.logger.error({ count: parked.length, err: why }, 'outbox rows parked: the broker refuses them for good');
+      }
+      if (retry.length > 0) {
+        const error = failures.get(retry[0]!.message.id)!.message;
+        const attempts = Math.max(...retry.map((r) => r.attempts));
+        const delay = Math.min((this.opts.retryDelayMs ?? 1000) * 2 ** attempts, this.opts.maxRetryDelayMs ?? 60_000);
+        await this.deps.store.reschedule(tx, retry.map((r) => r.id), delay, error);
+        this.deps.logger.warn({ count: retry.length, err: error, retryInMs: delay }, 'outbox publish failed; rescheduled');
       }
       this.published += ok.length;
       // A round that failed entirely ends the loop; the rescheduled rows wake it again when due.

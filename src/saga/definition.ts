@@ -30,12 +30,24 @@ export interface RemoteAction<D, K, C extends AnyMessage, S extends readonly Any
   readonly failure?: F;
   /** Whether a failure reply is worth another attempt (default: no for steps, yes for compensations). */
   readonly retryFailures?: boolean | ((reply: Payloads<F>) => boolean);
+  /**
+   * Whether a failure reply is a TECHNICAL failure of the participant (an outage: it trips the
+   * circuit breaker) rather than a business refusal (never trips it). Default: every failure reply
+   * is a business refusal; timeouts are always technical.
+   */
+  readonly technicalFailures?: (reply: Payloads<F>) => boolean;
 }
 
 export interface StepOptions {
-  /** Time allowed for a reply, per attempt; on expiry the attempt counts as failed. None by default. */
+  /** Time allowed for a reply, per attempt, from when the command is sent; on expiry the attempt counts as failed. None by default. */
   readonly timeoutMs?: number;
   readonly retry?: Partial<StepRetry>;
+  /**
+   * The gate (circuit breaker, rate limit, concurrency limit) this action's command passes: by
+   * default the command's topic, i.e. one gate per participant. Name the command type (or any
+   * name) to give one command its own breaker.
+   */
+  readonly gate?: string;
 }
 
 export interface RemoteStepSpec<
@@ -53,6 +65,7 @@ export interface RemoteStepSpec<
   readonly success: S;
   readonly failure?: F;
   readonly retryFailures?: boolean | ((reply: Payloads<F>) => boolean);
+  readonly technicalFailures?: (reply: Payloads<F>) => boolean;
   /** Data from the success reply kept for this step's compensation (shown in the step history). */
   readonly keep?: (reply: Payloads<S>, data: D) => K;
   /** New saga data after success. */
@@ -94,6 +107,10 @@ export interface ActionDef {
   readonly success: ReadonlySet<string>;
   readonly failure: ReadonlySet<string>;
   readonly retryFailures: (reply: unknown) => boolean;
+  /** A failure reply that is an outage of the participant (trips its breaker), not a refusal. */
+  readonly technical: (reply: unknown) => boolean;
+  /** The gate a remote action's command passes (undefined for local actions). */
+  readonly gate: string | undefined;
   readonly run?: (ctx: LocalContext<unknown> & { kept?: unknown }) => Promise<unknown> | unknown;
   readonly timeoutMs: number | undefined;
   readonly retry: StepRetry;
@@ -109,8 +126,18 @@ export interface StepDef {
   readonly onFailure: FailurePolicy;
 }
 
+/** What an expired saga deadline does: compensate the completed steps, or stop as `failed` for an operator. */
+export type DeadlinePolicy = 'compensate' | 'fail';
+
+export interface SagaDeadline {
+  /** Overall time limit from the start, database clock; a start message may set its own (header `sagaflow-deadline-ms`). */
+  readonly ms: number | undefined;
+  readonly onExpiry: DeadlinePolicy;
+}
+
 export interface SagaDefinition<D = unknown, Start extends AnyMessage = AnyMessage> {
   readonly name: string;
+  readonly deadline: SagaDeadline;
   readonly version: number;
   readonly start: Start;
   /** Topic of the start message: where the orchestrator listens, and where replies are sent. */
@@ -130,7 +157,7 @@ const NAME = /^[a-z][a-zA-Z0-9_-]{0,62}$/;
 class SagaBuilder<D, Start extends AnyMessage> {
   readonly #steps: StepDef[] = [];
   constructor(
-    private readonly spec: { name: string; version: number; start: Start; data: (p: PayloadOf<Start>) => D },
+    private readonly spec: { name: string; version: number; start: Start; data: (p: PayloadOf<Start>) => D; deadline: SagaDeadline },
   ) {}
 
   /** A step that sends a command to a participant and waits for its reply. */
@@ -201,6 +228,7 @@ class SagaBuilder<D, Start extends AnyMessage> {
       steps,
       registry,
       step: (n: string) => byName.get(n),
+      deadline: Object.freeze({ ...this.spec.deadline }),
     });
   }
 }
@@ -213,8 +241,10 @@ function remoteAction(
     success: readonly AnyMessage[];
     failure?: readonly AnyMessage[];
     retryFailures?: boolean | ((reply: unknown) => boolean);
+    technicalFailures?: (reply: unknown) => boolean;
     timeoutMs?: number;
     retry?: Partial<StepRetry>;
+    gate?: string;
   },
   retryBase: StepRetry,
   retryFailuresDefault: boolean,
@@ -234,6 +264,8 @@ function remoteAction(
     success,
     failure,
     retryFailures: typeof rf === 'function' ? rf : () => rf,
+    technical: spec.technicalFailures ?? (() => false),
+    gate: checkGate(label, spec.gate) ?? spec.command.topic,
     timeoutMs: checkTimeout(label, spec.timeoutMs),
     retry: normalizeRetry(spec.retry, retryBase),
   });
@@ -247,10 +279,18 @@ function localAction(run: ActionDef['run'], opts: StepOptions, retryBase: StepRe
     success: new Set<string>(),
     failure: new Set<string>(),
     retryFailures: () => true,
+    technical: () => false,
+    gate: undefined,
     run,
     timeoutMs: undefined,
     retry: normalizeRetry(opts.retry, retryBase),
   });
+}
+
+function checkGate(label: string, g: string | undefined): string | undefined {
+  if (g === undefined) return undefined;
+  if (!/^[A-Za-z0-9_.:-]{1,128}$/.test(g)) throw new DefinitionError(`${label}: gate must be 1-128 letters, digits or _.:-, got ${JSON.stringify(g)}`);
+  return g;
 }
 
 function checkTimeout(label: string, t: number | undefined): number | undefined {
@@ -268,6 +308,12 @@ export function defineSaga<Start extends AnyMessage, D>(spec: {
   version?: number;
   start: Start;
   data: (payload: PayloadOf<Start>) => D;
+  /** Overall time limit of every saga of this type (a start may set its own), and what expiry does (default: compensate). */
+  deadline?: { ms?: number; onExpiry?: DeadlinePolicy };
 }): SagaBuilder<D, Start> {
-  return new SagaBuilder<D, Start>({ name: spec.name, version: spec.version ?? 1, start: spec.start, data: spec.data });
+  const ms = spec.deadline?.ms;
+  if (ms !== undefined && !(Number.isFinite(ms) && ms > 0)) throw new DefinitionError(`saga ${spec.name}: deadline.ms must be a positive number`);
+  const onExpiry = spec.deadline?.onExpiry ?? 'compensate';
+  if (onExpiry !== 'compensate' && onExpiry !== 'fail') throw new DefinitionError(`saga ${spec.name}: deadline.onExpiry must be compensate or fail`);
+  return new SagaBuilder<D, Start>({ name: spec.name, version: spec.version ?? 1, start: spec.start, data: spec.data, deadline: { ms, onExpiry } });
 }

@@ -22,6 +22,8 @@ export type SagaInput =
       readonly tenantId: string;
       readonly correlationId: string;
       readonly payload: unknown;
+      /** This start's own deadline (ms from now, database clock); else the definition's. */
+      readonly deadlineMs?: number;
     }
   | {
       readonly kind: 'reply';
@@ -32,8 +34,8 @@ export type SagaInput =
       readonly headers: Readonly<Record<string, string>>;
       readonly payload: unknown;
     }
-  /** The saga's wake time passed (a step timeout or the end of a retry back-off). */
-  | { readonly kind: 'timer' }
+  /** The saga's wake time passed (a step timeout, the end of a retry back-off or of a hold), or its deadline did. */
+  | { readonly kind: 'timer'; readonly deadline?: boolean }
   | { readonly kind: 'local-result'; readonly seq: number; readonly ok: true; readonly value: unknown }
   | { readonly kind: 'local-result'; readonly seq: number; readonly ok: false; readonly error: string }
   | { readonly kind: 'cancel'; readonly reason: string }
@@ -59,6 +61,8 @@ export interface StepRowChange {
 
 export interface CommandIntent {
   readonly id: string;
+  /** The gate it passes (breaker, limits): the shell admitted it, or decided again with it held. */
+  readonly gate: string | undefined;
   readonly message: MessageDefinition;
   readonly payload: unknown;
   readonly headers: Readonly<Record<string, string>>;
@@ -73,7 +77,8 @@ export type SagaEventType =
   | 'SagaCompensated'
   | 'SagaFailed'
   | 'SagaCancelled'
-  | 'SagaReplayed';
+  | 'SagaReplayed'
+  | 'SagaDeadlineExpired';
 
 export interface EventIntent {
   readonly id: string;
@@ -89,7 +94,7 @@ export interface LocalRun {
 }
 
 /** Why an input was rejected: it is invalid for this saga (the message is dead-lettered with this reason). */
-export type RejectionCode = Extract<ReasonCode, 'UNKNOWN_SAGA' | 'TENANT_MISMATCH' | 'UNEXPECTED_REPLY' | 'OUT_OF_ORDER' | 'INVALID_STATE' | 'NOT_FOUND' | 'NEEDS_FORCE'>;
+export type RejectionCode = Extract<ReasonCode, 'UNKNOWN_SAGA' | 'TENANT_MISMATCH' | 'UNEXPECTED_REPLY' | 'UNMATCHED_REPLY' | 'OUT_OF_ORDER' | 'INVALID_STATE' | 'NOT_FOUND' | 'NEEDS_FORCE'>;
 /** Why an input changed nothing although it was valid (a duplicate, a late or stale reply, a timer no longer due). */
 export type IgnoreCode = 'DUPLICATE_START' | 'LATE_REPLY' | 'STALE_REPLY' | 'DUPLICATE_REPLY' | 'STALE_TIMER' | 'STALE_LOCAL_RESULT';
 export type DecisionCode = RejectionCode | IgnoreCode;
@@ -112,11 +117,28 @@ export interface DecisionBody {
   readonly wake: { readonly delayMs: number } | null | undefined;
   /** A local step the shell must run now (inside the same transaction) and feed back as `local-result`. */
   readonly runLocal?: LocalRun;
+  /** Outcomes of attempts at gates, for their circuit breakers (business refusals count as ok). */
+  readonly signals?: readonly GateSignal[];
+  /** A new saga's deadline, ms from its start (database clock). */
+  readonly deadlineMs?: number;
+}
+
+export interface GateSignal {
+  readonly gate: string;
+  readonly outcome: 'ok' | 'technical';
+}
+
+/** A gate that refused this transaction: the attempt waits `delayMs`, with `reason` shown. */
+export interface Hold {
+  readonly delayMs: number;
+  readonly reason: string;
 }
 
 export interface DecideContext {
   /** Random source for back-off jitter (seeded in tests). */
   readonly random: () => number;
+  /** Gates that refused a command of this decision: a first decision sent one, the shell said no. */
+  readonly hold?: ReadonlyMap<string, Hold>;
 }
 
 
@@ -144,6 +166,7 @@ class Draft {
     seq: number;
     correlationId: string;
     failedAt: EngineState['failedAt'];
+    holds?: number;
   };
   reason: string | null;
   readonly steps = new Map<number, StepRowChange>();
@@ -151,6 +174,8 @@ class Draft {
   readonly events: Omit<EventIntent, 'id'>[] = [];
   wake: Decision['wake'] = undefined;
   runLocal: LocalRun | undefined;
+  readonly signals: GateSignal[] = [];
+  deadlineMs: number | undefined;
 
   constructor(
     readonly def: SagaDefinition,
@@ -168,6 +193,7 @@ class Draft {
       seq: s.seq,
       correlationId: s.correlationId,
       failedAt: s.failedAt,
+      ...(s.holds !== undefined ? { holds: s.holds } : {}),
     };
     this.reason = base.reason;
   }
@@ -205,6 +231,8 @@ class Draft {
       events: this.events.map((e, i) => ({ ...e, id: eventId(this.id, version, i) })),
       wake: this.wake,
       ...(this.runLocal ? { runLocal: this.runLocal } : {}),
+      ...(this.signals.length ? { signals: this.signals } : {}),
+      ...(this.deadlineMs !== undefined ? { deadlineMs: this.deadlineMs } : {}),
     };
   }
 }
@@ -251,6 +279,16 @@ function begin(t: Draft, step: StepDef, phase: Phase, attempt: number, earlier: 
     t.wake = null;
     return;
   }
+  const hold = action.gate === undefined ? undefined : t.ctx.hold?.get(action.gate);
+  if (hold) {
+    // The gate is closed: the attempt does not start (no row, no command, no attempt used); the
+    // saga wakes later and asks again. The sequence number taken above is given back.
+    t.state.seq--;
+    t.state.holds = (t.state.holds ?? 0) + 1;
+    t.state.cursor = { step: step.name, phase, attempt, seq: t.state.seq, waiting: 'held', commandId: null, earlier, held: { gate: action.gate!, reason: hold.reason } };
+    t.wake = { delayMs: hold.delayMs };
+    return;
+  }
   const message = action.command!;
   const id = commandId(t.id, seq);
   const built = userCode(`payload of ${step.name} (${phase})`, () => action.payload!(t.data, t.state.kept[step.name]));
@@ -274,6 +312,7 @@ function begin(t: Draft, step: StepDef, phase: Phase, attempt: number, earlier: 
   }
   t.commands.push({
     id,
+    gate: action.gate,
     message,
     payload: parsed.data,
     headers: {
@@ -290,6 +329,7 @@ function begin(t: Draft, step: StepDef, phase: Phase, attempt: number, earlier: 
 function succeeded(t: Draft, reply: { id: string | null; type: string | null; payload: unknown }): void {
   const cursor = t.state.cursor!;
   const step = stepOf(t.def, cursor.step);
+  signal(t, actionOf(step, cursor.phase), 'ok');
   let kept: unknown;
   if (cursor.phase === 'forward') {
     const k = step.keep ? userCode(`keep of ${step.name}`, () => step.keep!(reply.payload, t.data)) : { ok: true as const, value: undefined };
@@ -329,14 +369,21 @@ function succeeded(t: Draft, reply: { id: string | null; type: string | null; pa
   t.event('SagaCompleted');
 }
 
+function signal(t: Draft, action: ActionDef, outcome: GateSignal['outcome']): void {
+  if (action.gate !== undefined) t.signals.push({ gate: action.gate, outcome });
+}
+
 function attemptFailed(
   t: Draft,
   error: string,
-  opts: { retryable: boolean; rowStatus: 'failed' | 'timed_out'; reply?: { id: string; type: string } },
+  opts: { retryable: boolean; rowStatus: 'failed' | 'timed_out'; reply?: { id: string; type: string }; technical?: boolean },
 ): void {
   const cursor = t.state.cursor!;
   const step = stepOf(t.def, cursor.step);
   const action = actionOf(step, cursor.phase);
+  // Only an outage (a timeout, a reply the step calls technical) counts against the breaker; a
+  // refusal means the participant is up and answering.
+  if (cursor.waiting === 'reply') signal(t, action, opts.rowStatus === 'timed_out' || opts.technical ? 'technical' : 'ok');
   const willRetry = opts.retryable && cursor.attempt < action.retry.maxAttempts;
   t.row({
     seq: cursor.seq,
@@ -420,6 +467,7 @@ function onStart(def: SagaDefinition, input: Extract<SagaInput, { kind: 'start' 
     state: { done: [], undone: [], kept: {}, cursor: null, seq: 0, correlationId: input.correlationId, failedAt: null },
   };
   const t = new Draft(def, base, ctx);
+  t.deadlineMs = input.deadlineMs ?? def.deadline.ms;
   t.event('SagaStarted', { startMessageId: input.messageId });
   if (!init.ok) {
     fail(t, { step: def.steps[0]!.name, phase: 'forward' }, init.error);
@@ -435,7 +483,20 @@ function onReply(t: Draft, input: Extract<SagaInput, { kind: 'reply' }>): Decisi
     return unchanged(base, 'rejected', 'TENANT_MISMATCH', `reply ${input.type} is for tenant ${input.tenantId}, saga ${base.id} belongs to another tenant`);
   }
   const cursor = base.state.cursor;
-  if (cursor && cursor.waiting === 'reply' && input.causationId !== undefined && input.causationId === cursor.commandId) {
+  const answersCurrent = cursor !== null && cursor.waiting === 'reply' && input.causationId !== undefined && input.causationId === cursor.commandId;
+  if (!answersCurrent && !answersSentCommand(base, input.causationId) && !answersUnreachedStep(def, base, input.headers)) {
+    // A reply that names no command of this saga cannot be placed: ignored, it used to leave the
+    // saga waiting until its step timed out ("no reply within ..."), effects not compensated.
+    return unchanged(
+      base,
+      'rejected',
+      'UNMATCHED_REPLY',
+      input.causationId === undefined
+        ? `${input.type} has no causation id; a reply must carry the id of the command it answers`
+        : `${input.type} answers ${input.causationId}, which is no command saga ${base.id} sent`,
+    );
+  }
+  if (cursor && answersCurrent) {
     const action = actionOf(stepOf(def, cursor.step), cursor.phase);
     const reply = { id: input.messageId, type: input.type, payload: input.payload };
     if (action.success.has(input.type)) {
@@ -444,7 +505,13 @@ function onReply(t: Draft, input: Extract<SagaInput, { kind: 'reply' }>): Decisi
     }
     if (action.failure.has(input.type)) {
       const retry = userCode('retryFailures', () => action.retryFailures(input.payload));
-      attemptFailed(t, `reply ${input.type}`, { retryable: retry.ok && retry.value, rowStatus: 'failed', reply: { id: input.messageId, type: input.type } });
+      const technical = userCode('technicalFailures', () => action.technical(input.payload));
+      attemptFailed(t, `reply ${input.type}`, {
+        retryable: retry.ok && retry.value,
+        rowStatus: 'failed',
+        reply: { id: input.messageId, type: input.type },
+        technical: technical.ok && technical.value,
+      });
       return t.decision();
     }
     return unchanged(base, 'rejected', 'UNEXPECTED_REPLY', `${input.type} is not a reply step ${cursor.step} (${cursor.phase}) expects`);
@@ -487,10 +554,32 @@ function onReply(t: Draft, input: Extract<SagaInput, { kind: 'reply' }>): Decisi
   return unchanged(base, 'ignored', 'DUPLICATE_REPLY', `${input.type} does not answer the command saga ${base.id} is waiting for`);
 }
 
-function onTimer(t: Draft): Decision {
+/** Command ids are derived from the saga id and step sequence, so "did this saga send it" needs no lookup. */
+function answersSentCommand(base: SagaInstance, causationId: string | undefined): boolean {
+  if (causationId === undefined) return false;
+  for (let seq = base.state.seq; seq >= 1; seq--) if (commandId(base.id, seq) === causationId) return true;
+  return false;
+}
+
+/** The reply's step headers name a forward step ahead of the saga's: OUT_OF_ORDER says more than UNMATCHED_REPLY. */
+function answersUnreachedStep(def: SagaDefinition, base: SagaInstance, headers: Readonly<Record<string, string>>): boolean {
+  const cursor = base.state.cursor;
+  const name = headers[STEP_HEADERS.step];
+  const step = name ? def.step(name) : undefined;
+  const current = cursor ? def.step(cursor.step) : undefined;
+  return step !== undefined && current !== undefined && cursor?.phase === 'forward' && headers[STEP_HEADERS.phase] === 'forward' && step.index > current.index;
+}
+
+function onTimer(t: Draft, input: Extract<SagaInput, { kind: 'timer' }>): Decision {
   const cursor = t.base.state.cursor;
+  if (input.deadline && t.base.status === 'running') return deadlineExpired(t);
   if (!cursor || TERMINAL_STATUSES.has(t.base.status)) return unchanged(t.base, 'ignored', 'STALE_TIMER', 'no attempt is waiting');
   const step = stepOf(t.def, cursor.step);
+  if (cursor.waiting === 'held') {
+    // Ask the gate again for the same attempt: a hold never uses up the attempt budget.
+    begin(t, step, cursor.phase, cursor.attempt, cursor.earlier);
+    return t.decision();
+  }
   if (cursor.waiting === 'reply') {
     const action = actionOf(step, cursor.phase);
     attemptFailed(t, `no reply within ${action.timeoutMs} ms`, { retryable: true, rowStatus: 'timed_out' });
@@ -501,6 +590,27 @@ function onTimer(t: Draft): Decision {
     return t.decision();
   }
   return unchanged(t.base, 'ignored', 'STALE_TIMER', 'a local step is running');
+}
+
+/**
+ * The saga's overall deadline passed while it was still running forward: the attempt in flight is
+ * abandoned (a late success of it is compensated like any late reply) and the saga compensates or
+ * stops, as the definition says. Once compensating, the deadline no longer applies.
+ */
+function deadlineExpired(t: Draft): Decision {
+  const cursor = t.base.state.cursor;
+  const reason = 'deadline exceeded';
+  if (cursor && (cursor.waiting === 'reply' || cursor.waiting === 'local')) {
+    const step = stepOf(t.def, cursor.step);
+    t.row({ seq: cursor.seq, step: cursor.step, kind: rowKind(actionOf(step, cursor.phase), cursor.phase), attempt: cursor.attempt, status: 'cancelled', error: reason, started: false, finished: true });
+  }
+  t.event('SagaDeadlineExpired', { step: cursor?.step ?? null });
+  if (t.def.deadline.onExpiry === 'fail') {
+    fail(t, { step: cursor?.step ?? t.def.steps[0]!.name, phase: 'forward' }, reason);
+    return t.decision();
+  }
+  startCompensation(t, reason);
+  return t.decision();
 }
 
 function onLocalResult(t: Draft, input: Extract<SagaInput, { kind: 'local-result' }>): Decision {
@@ -518,7 +628,7 @@ function onCancel(t: Draft, input: Extract<SagaInput, { kind: 'cancel' }>): Deci
     return unchanged(t.base, 'rejected', 'INVALID_STATE', `saga ${t.base.id} is ${t.base.status}; only a running saga can be cancelled`);
   }
   const cursor = t.base.state.cursor;
-  if (cursor && cursor.waiting !== 'retry') {
+  if (cursor && cursor.waiting !== 'retry' && cursor.waiting !== 'held') {
     const step = stepOf(t.def, cursor.step);
     t.row({ seq: cursor.seq, step: cursor.step, kind: rowKind(actionOf(step, cursor.phase), cursor.phase), attempt: cursor.attempt, status: 'cancelled', error: `cancelled: ${input.reason}`, started: false, finished: true });
   }
@@ -598,7 +708,7 @@ export function decide(def: SagaDefinition, instance: SagaInstance | null, input
     case 'reply':
       return onReply(t, input);
     case 'timer':
-      return onTimer(t);
+      return onTimer(t, input);
     case 'local-result':
       return onLocalResult(t, input);
     case 'cancel':

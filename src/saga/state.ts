@@ -15,9 +15,12 @@ export interface Cursor {
   readonly attempt: number;
   /** Step-history row of this attempt. */
   readonly seq: number;
-  readonly waiting: 'reply' | 'retry' | 'local';
-  /** The command in flight (null while waiting to retry or for a local step). */
+  /** held: the attempt has not started; its command waits at a closed gate (no row, no budget used). */
+  readonly waiting: 'reply' | 'retry' | 'local' | 'held';
+  /** The command in flight (null while waiting to retry, held, or for a local step). */
   readonly commandId: string | null;
+  /** Why a held attempt waits and at which gate, e.g. `waiting: circuit payment open`. */
+  readonly held?: { readonly gate: string; readonly reason: string };
   /** Command ids of earlier attempts of this step and phase: their late replies are stale. */
   readonly earlier: readonly string[];
 }
@@ -33,6 +36,8 @@ export interface EngineState {
   /** Last step-history sequence number used. */
   readonly seq: number;
   readonly correlationId: string;
+  /** Times an attempt was held at a closed gate (each is a transition without a step row); absent = 0. */
+  readonly holds?: number;
   /** Where a failed saga stopped, so that replay knows where to resume. */
   readonly failedAt: { readonly step: string; readonly phase: Phase } | null;
 }
@@ -49,6 +54,12 @@ export interface SagaInstance {
   /** Row version; +1 per applied input, so a saga's versions are contiguous. */
   readonly version: number;
 }
+
+/** Headers a start message may carry. */
+export const START_HEADERS = Object.freeze({
+  /** This saga's own deadline, in milliseconds from its start (overrides the definition's). */
+  deadlineMs: 'sagaflow-deadline-ms',
+});
 
 /** Headers a command carries and a participant echoes on its reply, so a late reply can be placed. */
 export const STEP_HEADERS = Object.freeze({

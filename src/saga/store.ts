@@ -10,6 +10,8 @@ export interface SagaWrite {
   readonly readVersion: number | null;
   /** undefined: keep wake_at; null: clear it; number: now() + delay (database clock). */
   readonly wakeDelayMs: number | null | undefined;
+  /** A new saga's deadline, ms from now (database clock). */
+  readonly deadlineMs?: number;
 }
 
 export interface StepRowWrite extends StepRowChange {
@@ -75,17 +77,17 @@ export class SagaStore {
    * the timer fires exactly once because clearing it commits with the transition it causes.
    * SKIP LOCKED lets several workers share the work; a saga busy in another transaction waits a round.
    */
-  async claimDue(tx: Queryable, limit: number, types: readonly string[], only?: readonly string[]): Promise<SagaInstance[]> {
+  async claimDue(tx: Queryable, limit: number, types: readonly string[], only?: readonly string[]): Promise<(SagaInstance & { deadlineDue: boolean })[]> {
     // `only`: the timer round isolating a failed batch claims its sagas one at a time.
-    const { rows } = await tx.query<SagaRow>(
+    const { rows } = await tx.query<SagaRow & { deadline_due: boolean }>(
       `UPDATE ${this.sagas} s SET wake_at = NULL
        WHERE s.id IN (SELECT id FROM ${this.sagas} WHERE wake_at <= ${this.now} AND saga_type = ANY($2::text[])
                       ${only ? 'AND id = ANY($3::uuid[])' : ''}
                       ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-       RETURNING ${COLUMNS.split(', ').map((c) => `s.${c}`).join(', ')}`,
+       RETURNING ${COLUMNS.split(', ').map((c) => `s.${c}`).join(', ')}, coalesce(s.deadline_at <= ${this.now}, false) AS deadline_due`,
       only ? [limit, types, only] : [limit, types],
     );
-    return rows.map(toInstance);
+    return rows.map((r) => ({ ...toInstance(r), deadlineDue: r.deadline_due }));
   }
 
   /**
@@ -132,6 +134,9 @@ export class SagaStore {
     const updates = writes.filter((w) => w.readVersion !== null);
     const wakeExpr = (keep: string) =>
       `CASE u.wake_mode WHEN 0 THEN ${keep} WHEN 1 THEN NULL ELSE ${this.now} + u.wake_ms * interval '1 millisecond' END`;
+    // A running saga with a deadline wakes at the deadline at the latest (LEAST ignores NULL), so
+    // the one timer per saga also fires the deadline; compensating, it no longer applies.
+    const bounded = (wake: string, deadline: string) => `CASE WHEN u.status = 'running' THEN LEAST(${wake}, ${deadline}) ELSE ${wake} END`;
     const row = (w: SagaWrite) => ({
       id: w.instance.id,
       tenant_id: w.instance.tenantId,
@@ -146,21 +151,23 @@ export class SagaStore {
       read_version: w.readVersion,
       wake_mode: w.wakeDelayMs === undefined ? 0 : w.wakeDelayMs === null ? 1 : 2,
       wake_ms: w.wakeDelayMs ?? 0,
+      deadline_ms: w.deadlineMs ?? null,
     });
     const RECORD = `id uuid, tenant_id text, saga_type text, dv int, status text, data jsonb, state jsonb, reason text, version int,
-                    read_version int, wake_mode int, wake_ms float8`;
+                    read_version int, wake_mode int, wake_ms float8, deadline_ms float8`;
+    const newDeadline = `${this.now} + u.deadline_ms * interval '1 millisecond'`;
     if (inserts.length > 0) {
       ctes.push(`saga_ins AS (
-        INSERT INTO ${this.sagas} (id, tenant_id, saga_type, definition_version, status, data, state, reason, version, wake_at, finished_at)
+        INSERT INTO ${this.sagas} (id, tenant_id, saga_type, definition_version, status, data, state, reason, version, wake_at, finished_at, deadline_at)
         SELECT u.id, u.tenant_id, u.saga_type, u.dv, u.status, coalesce(u.data, 'null'::jsonb), u.state, u.reason, u.version,
-               ${wakeExpr('NULL')}, CASE WHEN u.status IN ${TERMINAL_SQL} THEN now() END
+               ${bounded(wakeExpr('NULL'), newDeadline)}, CASE WHEN u.status IN ${TERMINAL_SQL} THEN now() END, ${newDeadline}
         FROM jsonb_to_recordset(${p.add(JSON.stringify(inserts.map(row)), 'jsonb')}) AS u(${RECORD})
         RETURNING 1)`);
     }
     if (updates.length > 0) {
       ctes.push(`saga_upd AS (
         UPDATE ${this.sagas} t SET status = u.status, data = coalesce(u.data, 'null'::jsonb), state = u.state, reason = u.reason,
-               version = u.version, wake_at = ${wakeExpr('t.wake_at')}, updated_at = now(),
+               version = u.version, wake_at = ${bounded(wakeExpr('t.wake_at'), 't.deadline_at')}, updated_at = now(),
                finished_at = CASE WHEN u.status IN ${TERMINAL_SQL} THEN coalesce(t.finished_at, now()) END
         FROM jsonb_to_recordset(${p.add(JSON.stringify(updates.map(row)), 'jsonb')}) AS u(${RECORD})
         WHERE t.id = u.id AND t.version = u.read_version
@@ -238,7 +245,8 @@ export class SagaStore {
     }
     const { rows } = await db.query<SagaSummary>(
       `SELECT id, saga_type AS "type", status, reason, version, tenant_id AS "tenantId",
-              created_at AS "createdAt", updated_at AS "updatedAt", finished_at AS "finishedAt", wake_at AS "wakeAt"
+              created_at AS "createdAt", updated_at AS "updatedAt", finished_at AS "finishedAt", wake_at AS "wakeAt",
+              state->'cursor'->'held'->>'reason' AS "waiting"
        FROM ${this.sagas} ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
        ORDER BY created_at DESC, id DESC LIMIT $${values.push(f.limit ?? 50)}`,
       values,
@@ -292,6 +300,8 @@ export interface SagaSummary {
   readonly updatedAt: Date;
   readonly finishedAt: Date | null;
   readonly wakeAt: Date | null;
+  /** Why a running saga's next attempt waits at a gate (`waiting: circuit payment open`), else null. */
+  readonly waiting: string | null;
 }
 
 export interface StepHistoryRow {

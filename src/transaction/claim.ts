@@ -1,54 +1,85 @@
 import type { Queryable } from '../db/db.js';
-import { PermanentError } from '../errors.js';
-import type { InboxStore } from '../inbox/store.js';
+import { PermanentError, RetryableError } from '../errors.js';
+import { digest16 } from '../ids.js';
+import { sameMessage, type InboxStore } from '../inbox/store.js';
 import type { Logger } from '../log.js';
-import type { Outcome } from '../scheduling/batcher.js';
 import type { Inbound } from './decode.js';
+import { failed, type MessageOutcome } from './outcome.js';
 
-const OK: Outcome<void> = { ok: true, value: undefined };
+/**
+ * One outcome slot per message of a batch. Setting a slot twice, or leaving one empty, throws: the
+ * work of a transaction cannot forget a message (the bug class where an unclaimed message was taken
+ * for a duplicate and silently acked) nor decide it twice.
+ */
+export class Outcomes {
+  readonly #slots: (MessageOutcome | undefined)[];
+
+  constructor(size: number) {
+    this.#slots = new Array<MessageOutcome | undefined>(size).fill(undefined);
+  }
+
+  set(index: number, outcome: MessageOutcome): void {
+    if (this.#slots[index] !== undefined) throw new Error(`message ${index} of the batch got two outcomes (${this.#slots[index]!.kind}, ${outcome.kind})`);
+    this.#slots[index] = outcome;
+  }
+
+  all(): MessageOutcome[] {
+    const missing = this.#slots.findIndex((o) => o === undefined);
+    if (missing >= 0) throw new Error(`message ${missing} of the batch was given no outcome`);
+    return this.#slots as MessageOutcome[];
+  }
+}
 
 export interface ClaimedBatch {
-  /** One outcome per item, in order: ok, or an ID_CONFLICT to dead-letter. Callers add their own. */
-  readonly outcomes: Outcome<void>[];
+  /** Duplicates and conflicts are settled here; the work must set one outcome for each claimed item. */
+  readonly outcomes: Outcomes;
   /** Items claimed now (first copy of each id), with their index in the batch, in batch order. */
   readonly claimed: readonly { readonly index: number; readonly item: Inbound }[];
-  /** Items the inbox had seen before (acknowledged without effect). */
-  readonly duplicates: number;
 }
 
 /**
  * The inbox step every consumer's transaction starts with: keep the first copy of each message id
  * in the batch, claim them all in one statement, and sort out what is new, what is a duplicate
- * (acknowledged and skipped) and what reuses an id with another body (ID_CONFLICT, docs/fault-matrix.md "Bad input"
- * row 13), whether the other copy is in this batch or was seen before.
+ * (same id, same meaning: acknowledged and skipped) and what reuses an id with another meaning
+ * (ID_CONFLICT), whether the other copy is in this batch or was seen before. Ids are compared in
+ * their canonical spelling (decode lower-cased them; the inbox lower-cases again).
  */
 export async function claimBatch(tx: Queryable, inbox: InboxStore, consumer: string, items: readonly Inbound[], logger: Logger): Promise<ClaimedBatch> {
-  const outcomes: Outcome<void>[] = items.map(() => OK);
-  const first = new Map<string, number>();
+  const outcomes = new Outcomes(items.length);
+  // Copies of one id in this batch, in batch order; the first one is claimed for all of them.
+  const copies = new Map<string, number[]>();
   items.forEach((it, i) => {
-    const f = first.get(it.envelope.id);
-    if (f === undefined) first.set(it.envelope.id, i);
-    else if (!items[f]!.digest.equals(it.digest)) {
-      outcomes[i] = { ok: false, error: new PermanentError('ID_CONFLICT', `message id ${it.envelope.id} appears twice in one batch with different bodies`) };
-    }
+    const id = it.envelope.id.toLowerCase();
+    const list = copies.get(id);
+    if (list) list.push(i);
+    else copies.set(id, [i]);
   });
-  const claim = await inbox.claim(
-    tx,
-    consumer,
-    [...first.values()].map((i) => ({ messageId: items[i]!.envelope.id, digest: items[i]!.digest })),
-  );
+  const request = (i: number) => ({ digest: items[i]!.digest, bodyDigest: () => digest16(items[i]!.delivery.body) });
+  const claim = await inbox.claim(tx, consumer, [...copies].map(([id, [first]]) => ({ messageId: id, ...request(first!) })));
   const claimed: { index: number; item: Inbound }[] = [];
-  let duplicates = 0;
-  for (const [id, i] of first) {
-    const item = items[i]!;
-    if (claim.conflicts.has(id)) {
-      outcomes[i] = { ok: false, error: new PermanentError('ID_CONFLICT', `message id ${id} was seen before with a different body`) };
-    } else if (!claim.claimed.has(id)) {
-      duplicates++;
-      logger.debug({ messageId: id, type: item.envelope.type, consumer }, 'duplicate delivery ignored');
-    } else {
-      claimed.push({ index: i, item });
+  const conflict = (id: string, where: string) => failed(new PermanentError('ID_CONFLICT', `message id ${id} was ${where} with different contents`));
+  for (const [id, [first, ...rest]] of copies) {
+    const f = first!;
+    if (claim.claimed.has(id)) {
+      // New: the first copy is applied; the others of the batch compare with it.
+      claimed.push({ index: f, item: items[f]! });
+      for (const i of rest) outcomes.set(i, items[i]!.digest.equals(items[f]!.digest) ? { kind: 'duplicate', of: 'batch' } : conflict(id, 'in the same batch'));
+      continue;
+    }
+    const stored = claim.stored.get(id);
+    if (stored === undefined) {
+      for (const i of [f, ...rest]) outcomes.set(i, failed(new RetryableError('CONCURRENT_UPDATE', `the inbox row of message ${id} changed under the claim; retrying`)));
+      continue;
+    }
+    // Seen before: every copy compares with what the inbox holds, not with its neighbours in the batch.
+    for (const i of [f, ...rest]) {
+      if (sameMessage(stored, request(i))) {
+        outcomes.set(i, { kind: 'duplicate', of: 'inbox' });
+        logger.debug({ messageId: id, type: items[i]!.envelope.type, consumer }, 'duplicate delivery ignored');
+      } else {
+        outcomes.set(i, conflict(id, 'seen before'));
+      }
     }
   }
-  return { outcomes, claimed, duplicates };
+  return { outcomes, claimed };
 }

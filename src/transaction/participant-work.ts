@@ -1,7 +1,9 @@
 import { derivedId } from '../ids.js';
 import { PermanentError } from '../errors.js';
 import type { InboxStore } from '../inbox/store.js';
-import { describeIssues, encodeEnvelope, type Envelope } from '../messages/envelope.js';
+import { describeIssues, type Envelope } from '../messages/envelope.js';
+import type { WireFormat } from '../messages/wire.js';
+import { outgoing } from './outgoing.js';
 import type { Logger } from '../log.js';
 import type { OutboxStore } from '../outbox/store.js';
 import type { SagaStore } from '../saga/store.js';
@@ -12,10 +14,12 @@ import { claimBatch } from './claim.js';
 import type { Inbound } from './decode.js';
 import type { ParticipantDefinition, Reply } from '../participant/definition.js';
 import type { Work } from './run.js';
+import { APPLIED } from './outcome.js';
 import { passTraceHeaders, type HandlerSpan, type SagaTracing } from '../observability/tracing.js';
 
 export interface ParticipantConsumerDeps {
   readonly participant: ParticipantDefinition;
+  readonly wireFormat: WireFormat;
   readonly inbox: InboxStore;
   readonly outbox: OutboxStore;
   readonly sagas: SagaStore;
@@ -32,7 +36,12 @@ export function replyId(commandId: string, participant: string): string {
   return derivedId(`${commandId}:reply:${participant}`);
 }
 
-function buildReply(participant: string, env: Envelope, r: Reply, logger: Logger, span: HandlerSpan | undefined): OutgoingMessage | undefined {
+/**
+ * The reply a participant sends for `r` to command `env` (exported for the wire-protocol examples).
+ * It continues the command's trace: from this participant's span when tracing is on here, else
+ * with the command's trace context passed on as it came.
+ */
+export function buildReply(participant: string, env: Envelope, r: Reply, format: WireFormat, logger: Logger, span?: HandlerSpan): OutgoingMessage | undefined {
   const parsed = r.message.schema.safeParse(r.payload);
   if (!parsed.success) {
     throw new PermanentError('SCHEMA_INVALID', `participant ${participant} built an invalid ${r.message.type}: ${describeIssues(parsed.error)}`);
@@ -44,7 +53,6 @@ function buildReply(participant: string, env: Envelope, r: Reply, logger: Logger
   const headers = env.headers ?? {};
   const echoed: Record<string, string> = {};
   for (const k of ECHOED) if (headers[k] !== undefined) echoed[k] = headers[k];
-  // The reply continues the command's trace: from this participant's span, or as it came when tracing is off here.
   if (span) Object.assign(echoed, span.headers());
   else passTraceHeaders(headers, echoed);
   const reply: Envelope = {
@@ -55,24 +63,27 @@ function buildReply(participant: string, env: Envelope, r: Reply, logger: Logger
     correlationId: env.correlationId,
     causationId: env.id,
     sagaId: env.sagaId,
+    source: `/sagaflow/participants/${participant}`,
     occurredAt: new Date().toISOString(),
     headers: echoed,
     payload: parsed.data,
   };
-  return { topic: env.replyTo, key: env.sagaId ?? env.correlationId, id: reply.id, type: reply.type, body: encodeEnvelope(reply) };
+  return outgoing(env.replyTo, env.sagaId ?? env.correlationId, reply, format);
 }
 
 /** A participant's transaction over a batch: inbox claim + the handlers' business writes + outbox replies. */
 export function participantWork(deps: ParticipantConsumerDeps): Work<Inbound> {
   const { participant, logger } = deps;
   return async (tx, items, deletes) => {
-    const { outcomes, claimed, duplicates } = await claimBatch(tx, deps.inbox, participant.consumer, items, logger);
+    const { outcomes, claimed } = await claimBatch(tx, deps.inbox, participant.consumer, items, logger);
     const messages: OutgoingMessage[] = [];
     // Claimed commands grouped by type, in order of first appearance. Reordering across types is
     // safe: a saga has one command in flight at a time, so two commands of one batch belong to
     // different sagas (or are retries of one step, which participants treat idempotently anyway).
     const groups = new Map<string, Inbound[]>();
-    for (const { item } of claimed) {
+    for (const { index, item } of claimed) {
+      // Applied or nothing: a handler that throws aborts the whole transaction (and its outcomes).
+      outcomes.set(index, APPLIED);
       const list = groups.get(item.envelope.type) ?? [];
       list.push(item);
       groups.set(item.envelope.type, list);
@@ -104,7 +115,7 @@ export function participantWork(deps: ParticipantConsumerDeps): Work<Inbound> {
       try {
         group.forEach((item, k) => {
           const r = replies[k];
-          const out = r ? buildReply(participant.name, item.envelope, r, logger, spans?.[k]) : undefined;
+          const out = r ? buildReply(participant.name, item.envelope, r, deps.wireFormat, logger, spans?.[k]) : undefined;
           spans?.[k]?.end();
           if (out) messages.push(out);
         });
@@ -114,6 +125,6 @@ export function participantWork(deps: ParticipantConsumerDeps): Work<Inbound> {
       }
     }
     const written = await writeBatch(tx, { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs }, { sagas: [], steps: [], messages, deletes });
-    return { outcomes, written, duplicates, committed: () => deps.onHandled(handled) };
+    return { outcomes: outcomes.all(), written, committed: () => deps.onHandled(handled) };
   };
 }

@@ -2,14 +2,13 @@ import type { Db, Queryable } from '../db/db.js';
 import { SystemicError, errorMessage, isSystemicDbError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { OutboxDispatcher, WrittenMessage } from '../outbox/dispatcher.js';
-import type { Outcome } from '../scheduling/batcher.js';
+import type { MessageOutcome } from './outcome.js';
 
 /** What one transaction over a batch produced: an outcome per item and the outbox rows it wrote. */
 export interface WorkResult {
-  readonly outcomes: Outcome<void>[];
+  /** Exactly one per item, in order. */
+  readonly outcomes: readonly MessageOutcome[];
   readonly written: readonly WrittenMessage[];
-  /** Deliveries the inbox recognised as duplicates (metrics). */
-  readonly duplicates?: number;
   /** Runs after COMMIT returned (notifications to observers; never before the data is durable). */
   readonly committed?: () => void;
 }
@@ -29,26 +28,26 @@ export async function runTransactional<I>(
   deps: { db: Db; dispatcher: OutboxDispatcher; logger: Logger },
   items: readonly I[],
   work: Work<I>,
-): Promise<Outcome<void>[]> {
+): Promise<MessageOutcome[]> {
   try {
     return await attempt(deps, items, work);
   } catch (err) {
-    if (isSystemicDbError(err)) return items.map(() => ({ ok: false, error: new SystemicError(errorMessage(err), err) }));
-    if (items.length === 1) return [{ ok: false, error: err }];
+    if (isSystemicDbError(err)) return items.map(() => ({ kind: 'failed', error: new SystemicError(errorMessage(err), err) }));
+    if (items.length === 1) return [{ kind: 'failed', error: err }];
     deps.logger.warn({ err: errorMessage(err), size: items.length }, 'batch failed; isolating its messages one by one');
-    const out: Outcome<void>[] = [];
+    const out: MessageOutcome[] = [];
     for (const item of items) {
       try {
         out.push(...(await attempt(deps, [item], work)));
       } catch (e) {
-        out.push({ ok: false, error: isSystemicDbError(e) ? new SystemicError(errorMessage(e), e) : e });
+        out.push({ kind: 'failed', error: isSystemicDbError(e) ? new SystemicError(errorMessage(e), e) : e });
       }
     }
     return out;
   }
 }
 
-async function attempt<I>(deps: { db: Db; dispatcher: OutboxDispatcher }, items: readonly I[], work: Work<I>): Promise<Outcome<void>[]> {
+async function attempt<I>(deps: { db: Db; dispatcher: OutboxDispatcher }, items: readonly I[], work: Work<I>): Promise<MessageOutcome[]> {
   for (let tries = 1; ; tries++) {
     const deletes = deps.dispatcher.takeDeletes();
     let result: WorkResult;
@@ -64,6 +63,7 @@ async function attempt<I>(deps: { db: Db; dispatcher: OutboxDispatcher }, items:
     deps.dispatcher.dispatch(result.written);
     result.committed?.();
     await deps.dispatcher.capacity();
-    return result.outcomes;
+    if (result.outcomes.length !== items.length) throw new Error(`the work gave ${result.outcomes.length} outcomes for ${items.length} messages`);
+    return [...result.outcomes];
   }
 }

@@ -4,12 +4,13 @@ import type { Logger } from '../log.js';
 import type { OutboxStore } from '../outbox/store.js';
 import type { SagaDefinition } from '../saga/definition.js';
 import { sagaIdFor, type RejectionCode, type SagaInput } from '../saga/engine.js';
-import { STEP_HEADERS } from '../saga/state.js';
+import { START_HEADERS, STEP_HEADERS } from '../saga/state.js';
 import type { SagaStore } from '../saga/store.js';
 import { claimBatch } from './claim.js';
 import type { Inbound } from './decode.js';
 import { TransitionBatch, type AppliedDecision, type TransitionSettings } from './transitions.js';
 import type { Work } from './run.js';
+import { APPLIED, failed } from './outcome.js';
 import type { SagaTracing } from '../observability/tracing.js';
 
 export interface SagaConsumerDeps {
@@ -34,7 +35,7 @@ const RETRYABLE_REJECTIONS: ReadonlySet<RejectionCode> = new Set(['UNKNOWN_SAGA'
 export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
   const { def, logger } = deps;
   return async (tx, items, deletes) => {
-    const { outcomes, claimed, duplicates } = await claimBatch(tx, deps.inbox, def.consumer, items, logger);
+    const { outcomes, claimed } = await claimBatch(tx, deps.inbox, def.consumer, items, logger);
     const work: { index: number; item: Inbound; sagaId: string }[] = [];
     const release: string[] = [];
     for (const { index: i, item } of claimed) {
@@ -42,7 +43,7 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
       const isStart = item.envelope.type === def.start.type;
       const sagaId = isStart ? (item.envelope.sagaId ?? sagaIdFor(id)) : item.envelope.sagaId;
       if (!sagaId) {
-        outcomes[i] = { ok: false, error: new PermanentError('INVALID_ENVELOPE', `${item.envelope.type} has no sagaId; replies must name their saga`) };
+        outcomes.set(i, failed(new PermanentError('INVALID_ENVELOPE', `${item.envelope.type} has no sagaId; replies must name their saga`)));
         release.push(id);
         continue;
       }
@@ -54,7 +55,7 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
       const env = item.envelope;
       const input: SagaInput =
         env.type === def.start.type
-          ? { kind: 'start', sagaId, messageId: env.id, tenantId: env.tenantId, correlationId: env.correlationId, payload: item.payload }
+          ? { kind: 'start', sagaId, messageId: env.id, tenantId: env.tenantId, correlationId: env.correlationId, payload: item.payload, ...startDeadline(env.headers) }
           : {
               kind: 'reply',
               messageId: env.id,
@@ -86,20 +87,36 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
       };
       if (d.outcome === 'rejected') {
         const code = d.code;
-        outcomes[index] = {
-          ok: false,
-          error: RETRYABLE_REJECTIONS.has(code) ? new RetryableError(code, d.message ?? code) : new PermanentError(code, d.message ?? code),
-        };
+        outcomes.set(
+          index,
+          failed(RETRYABLE_REJECTIONS.has(code) ? new RetryableError(code, d.message ?? code) : new PermanentError(code, d.message ?? code)),
+        );
         release.push(env.id);
         logger.warn(log, d.message ?? 'message rejected');
       } else if (d.outcome === 'ignored') {
+        outcomes.set(index, { kind: 'applied', note: d.code });
         logger.info(log, d.message ?? 'message ignored');
-      } else if (d.code) {
-        logger.info(log, d.message ?? d.code);
+      } else {
+        outcomes.set(index, d.code ? { kind: 'applied', note: d.code } : APPLIED);
+        if (d.code) logger.info(log, d.message ?? d.code);
       }
     }
     await deps.inbox.release(tx, def.consumer, release);
     const written = await tr.write(tx, { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs }, deletes);
-    return { outcomes, written, duplicates, committed: () => deps.onApplied(tr.applied) };
+    return {
+      outcomes: outcomes.all(),
+      written,
+      committed: () => {
+        tr.committed();
+        deps.onApplied(tr.applied);
+      },
+    };
   };
+}
+
+/** A start message's own deadline (header sagaflow-deadline-ms); a malformed one is ignored, the definition's applies. */
+function startDeadline(headers: Readonly<Record<string, string>> | undefined): { deadlineMs?: number } {
+  const raw = headers?.[START_HEADERS.deadlineMs];
+  const ms = raw === undefined ? NaN : Number(raw);
+  return Number.isFinite(ms) && ms > 0 ? { deadlineMs: ms } : {};
 }

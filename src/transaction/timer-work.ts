@@ -72,18 +72,19 @@ export async function runTimerRound(deps: TimerWorkDeps, size: number): Promise<
 async function fire(deps: TimerWorkDeps, claim: (tx: Queryable) => ReturnType<SagaStore['claimDue']>, seen: string[]): Promise<number> {
   const deletes = deps.dispatcher.takeDeletes();
   let applied: readonly AppliedDecision[] = [];
+  let batch: TransitionBatch | undefined;
   let count = 0;
   try {
     const written = await deps.db.transaction(async (tx) => {
       const due = await claim(tx);
       seen.push(...due.map((s) => s.id));
       count = due.length;
-      const tr = new TransitionBatch(deps.transitions, new Map(due.map((s) => [s.id, s])));
+      const tr = (batch = new TransitionBatch(deps.transitions, new Map(due.map((s) => [s.id, s]))));
       for (const saga of due) {
         const span = deps.tracing?.sagaTimer(saga.type, saga.id);
         let d: Awaited<ReturnType<TransitionBatch['apply']>>;
         try {
-          d = await tr.apply(tx, deps.defs.get(saga.type)!, saga.id, { kind: 'timer' }, { messageId: undefined, trace: span });
+          d = await tr.apply(tx, deps.defs.get(saga.type)!, saga.id, { kind: 'timer', deadline: saga.deadlineDue }, { messageId: undefined, trace: span });
         } catch (err) {
           span?.end(err);
           throw err;
@@ -99,6 +100,7 @@ async function fire(deps: TimerWorkDeps, claim: (tx: Queryable) => ReturnType<Sa
     deps.dispatcher.giveBack(deletes);
     throw err;
   }
+  batch?.committed();
   deps.onApplied(applied);
   return count;
 }

@@ -1,14 +1,17 @@
 import { DEFAULT_EVENTS_TOPIC } from '../config.js';
 import type { Queryable } from '../db/db.js';
 import { errorMessage } from '../errors.js';
-import { encodeEnvelope, type Envelope } from '../messages/envelope.js';
+import type { Envelope } from '../messages/envelope.js';
+import { DEFAULT_WIRE_FORMAT, type WireFormat } from '../messages/wire.js';
+import { outgoing } from './outgoing.js';
 import type { SagaDefinition } from '../saga/definition.js';
-import { decide, type Decision, type DecideContext, type EventIntent, type SagaInput } from '../saga/engine.js';
+import { decide, type Decision, type DecideContext, type EventIntent, type Hold, type SagaInput } from '../saga/engine.js';
 import type { SagaInstance } from '../saga/state.js';
 import type { SagaWrite, StepRowWrite } from '../saga/store.js';
 import type { OutgoingMessage } from '../transport/contract.js';
 import type { WrittenMessage } from '../outbox/dispatcher.js';
 import type { TransitionTrace } from '../observability/tracing.js';
+import type { GateTx, Gates } from './gates.js';
 import { writeBatch, type WriteStores } from './write.js';
 
 export type EventsMode = 'all' | 'terminal' | 'none';
@@ -18,11 +21,28 @@ export interface TransitionSettings {
   readonly eventsTopic: string;
   readonly events: EventsMode;
   readonly decide: DecideContext;
+  readonly wireFormat: WireFormat;
+  /** Circuit breakers and limits; none: every command is sent at once. */
+  readonly gates?: Gates | undefined;
 }
 
 /** The one place the transition settings get their defaults (worker, timers, operator actions, admin API). */
-export function transitionSettings(o: { eventsTopic?: string | undefined; events?: EventsMode | undefined; random?: (() => number) | undefined } = {}): TransitionSettings {
-  return { eventsTopic: o.eventsTopic ?? DEFAULT_EVENTS_TOPIC, events: o.events ?? 'all', decide: { random: o.random ?? Math.random } };
+export function transitionSettings(
+  o: {
+    eventsTopic?: string | undefined;
+    events?: EventsMode | undefined;
+    random?: (() => number) | undefined;
+    wireFormat?: WireFormat | undefined;
+    gates?: Gates | undefined;
+  } = {},
+): TransitionSettings {
+  return {
+    eventsTopic: o.eventsTopic ?? DEFAULT_EVENTS_TOPIC,
+    events: o.events ?? 'all',
+    decide: { random: o.random ?? Math.random },
+    wireFormat: o.wireFormat ?? DEFAULT_WIRE_FORMAT,
+    gates: o.gates,
+  };
 }
 
 /** What prompted a transition: the message (if any), and the span tracing it (when tracing is on). */
@@ -47,6 +67,8 @@ export class TransitionBatch {
   readonly #readVersion = new Map<string, number | null>();
   readonly #wake = new Map<string, number | null | undefined>();
   readonly #steps = new Map<string, StepRowWrite>();
+  readonly #deadlines = new Map<string, number>();
+  readonly #gates: GateTx | undefined;
   readonly messages: OutgoingMessage[] = [];
   readonly applied: AppliedDecision[] = [];
 
@@ -56,6 +78,7 @@ export class TransitionBatch {
   ) {
     this.#instances = new Map(loaded);
     for (const [id, inst] of loaded) this.#readVersion.set(id, inst.version);
+    this.#gates = cfg.gates?.begin();
   }
 
   instance(id: string): SagaInstance | null {
@@ -75,16 +98,33 @@ export class TransitionBatch {
   ): Promise<Decision> {
     // The caller learns what became of its input (the first decision); local steps chained after
     // it are recorded as further transitions of the same saga.
-    const first = decide(def, this.instance(sagaId), input, this.cfg.decide);
+    const first = await this.#decideGated(tx, def, sagaId, this.instance(sagaId), input);
     let decision = first;
     while (decision.outcome === 'applied' && decision.instance) {
       this.#record(def, decision, cause);
       const run = decision.runLocal;
       if (!run) break;
       const result = await runLocal(tx, def, decision.instance, run);
-      decision = decide(def, decision.instance, { kind: 'local-result', seq: run.seq, ...result }, this.cfg.decide);
+      decision = await this.#decideGated(tx, def, sagaId, decision.instance, { kind: 'local-result', seq: run.seq, ...result });
     }
     return first;
+  }
+
+  /**
+   * Decides, then asks the gates whether the decision's command may go now, in this transaction.
+   * If one says no, the engine decides again with that gate held: the attempt waits instead of
+   * starting (no command, no attempt used), and its timeout will count from the actual send.
+   */
+  async #decideGated(tx: Queryable, def: SagaDefinition, sagaId: string, inst: SagaInstance | null, input: SagaInput): Promise<Decision> {
+    const d = decide(def, inst, input, this.cfg.decide);
+    if (!this.#gates || d.outcome !== 'applied') return d;
+    const hold = new Map<string, Hold>();
+    for (const c of d.commands) {
+      if (c.gate === undefined || hold.has(c.gate)) continue;
+      const h = await this.#gates.admit(tx, c.gate, sagaId);
+      if (h) hold.set(c.gate, h);
+    }
+    return hold.size === 0 ? d : decide(def, inst, input, { ...this.cfg.decide, hold });
   }
 
   #record(def: SagaDefinition, d: Decision, cause: TransitionCause): void {
@@ -93,6 +133,8 @@ export class TransitionBatch {
     if (!this.#readVersion.has(inst.id)) this.#readVersion.set(inst.id, null);
     this.#instances.set(inst.id, inst);
     if (d.wake !== undefined) this.#wake.set(inst.id, d.wake === null ? null : d.wake.delayMs);
+    if (d.deadlineMs !== undefined) this.#deadlines.set(inst.id, d.deadlineMs);
+    for (const sig of d.signals ?? []) this.#gates?.record(sig.gate, inst.id, sig.outcome);
     for (const s of d.steps) {
       const key = `${inst.id}:${s.seq}`;
       const prev = this.#steps.get(key);
@@ -110,11 +152,12 @@ export class TransitionBatch {
         causationId,
         sagaId: inst.id,
         replyTo: def.topic,
+        source: `/sagaflow/sagas/${def.name}`,
         occurredAt,
         headers: cause.trace ? cause.trace.commandHeaders({ id: c.id, type: c.message.type, topic: c.message.topic, headers: c.headers }) : c.headers,
         payload: c.payload,
       };
-      this.messages.push({ topic: c.message.topic!, key: inst.id, id: c.id, type: c.message.type, body: encodeEnvelope(env) });
+      this.messages.push(outgoing(c.message.topic!, inst.id, env, this.cfg.wireFormat));
     }
     for (const e of d.events) {
       if (!this.#publishes(e)) continue;
@@ -126,10 +169,11 @@ export class TransitionBatch {
         correlationId: inst.state.correlationId,
         causationId,
         sagaId: inst.id,
+        source: `/sagaflow/sagas/${def.name}`,
         occurredAt,
         payload: { ...e.payload, status: inst.status, version: inst.version },
       };
-      this.messages.push({ topic: this.cfg.eventsTopic, key: inst.id, id: e.id, type: e.type, body: encodeEnvelope(env) });
+      this.messages.push(outgoing(this.cfg.eventsTopic, inst.id, env, this.cfg.wireFormat));
     }
     this.applied.push({ sagaId: inst.id, decision: d });
   }
@@ -144,8 +188,17 @@ export class TransitionBatch {
    * Writes everything decided so far in ONE statement (see write.ts): saga rows, step rows, outbox
    * rows, and the deletes of outbox rows confirmed earlier that the caller hands over.
    */
-  write(tx: Queryable, stores: WriteStores, deletes: readonly string[] = []): Promise<WrittenMessage[]> {
-    return writeBatch(tx, stores, { sagas: this.#sagaWrites(), steps: [...this.#steps.values()], messages: this.messages, deletes });
+  async write(tx: Queryable, stores: WriteStores, deletes: readonly string[] = []): Promise<WrittenMessage[]> {
+    const written = await writeBatch(tx, stores, { sagas: this.#sagaWrites(), steps: [...this.#steps.values()], messages: this.messages, deletes });
+    // After the sagas are written, so that a breaker closing here also releases the sagas this
+    // very batch held; the breaker row is locked last, for the shortest time.
+    await this.#gates?.flush(tx);
+    return written;
+  }
+
+  /** The caller committed the transaction. */
+  committed(): void {
+    this.#gates?.committed();
   }
 
   #sagaWrites(): SagaWrite[] {
@@ -153,7 +206,8 @@ export class TransitionBatch {
     for (const [id, readVersion] of this.#readVersion) {
       const instance = this.#instances.get(id)!;
       if (readVersion !== null && instance.version === readVersion) continue; // untouched
-      out.push({ instance, readVersion, wakeDelayMs: this.#wake.get(id) });
+      const deadlineMs = this.#deadlines.get(id);
+      out.push({ instance, readVersion, wakeDelayMs: this.#wake.get(id), ...(deadlineMs !== undefined ? { deadlineMs } : {}) });
     }
     return out;
   }

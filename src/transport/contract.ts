@@ -60,6 +60,21 @@ export interface SubscribeOptions {
   /** Deliveries in flight (unacked) at once. Default 256. */
   readonly prefetch?: number;
   readonly retry?: RedeliveryPolicy;
+  /**
+   * Where a failed message goes when the broker refuses its retry or dead-letter copy for good (too
+   * large with the added headers, an unencodable header table): the worker passes one backed by
+   * Postgres `dead_letters`. Without it such a message is held (retried every 30 s, never hot).
+   */
+  readonly deadLetterSink?: DeadLetterSink;
+}
+
+/**
+ * Stores a dead letter durably without the broker. `deadLetter` reads like a delivery of
+ * DEAD_LETTER_TOPIC (the reason, consumer and original topic in its headers); the transport acks
+ * the original only after `record` resolved.
+ */
+export interface DeadLetterSink {
+  record(deadLetter: Delivery): Promise<void>;
 }
 
 export interface Subscription {
@@ -142,33 +157,91 @@ export const H = Object.freeze({
   firstSeenAt: 'x-sagaflow-first-seen-at',
 });
 
-/** Why a publish failed. Permanent ones (`retryable: false`) park the outbox row; the others are retried. */
+/**
+ * Why a publish failed, one code per cause, the same on every transport. Whether a retry can help
+ * belongs to the code (PUBLISH_ERROR_RETRYABLE): the relay parks the rows of a permanent code and
+ * reschedules the others.
+ */
 export type PublishErrorCode =
+  /** No queue or consumer group reads the topic, or the topic does not exist (yet). */
   | 'UNROUTABLE'
+  /** No broker confirm in time (blocked connection, lost link). */
   | 'PUBLISH_TIMEOUT'
+  /** The broker nacked it or the request failed for a reason that may pass. */
   | 'PUBLISH_FAILED'
+  /** The channel or connection closed before the confirm; the transport is closed. */
   | 'CHANNEL_CLOSED'
+  /** Larger than the broker takes (Kafka message.max.bytes; an AMQP header table over 64 KiB). */
   | 'MESSAGE_TOO_LARGE'
-  | 'INVALID_RECORD'
+  /** The broker refuses the record itself (Kafka INVALID_RECORD, CORRUPT_MESSAGE, bad timestamp). */
+  | 'INVALID_MESSAGE'
+  /** A topic name the broker can never accept. */
   | 'CONFIG_INVALID';
 
-export class PublishError extends Error {
+export const PUBLISH_ERROR_RETRYABLE: Readonly<Record<PublishErrorCode, boolean>> = Object.freeze({
+  UNROUTABLE: true,
+  PUBLISH_TIMEOUT: true,
+  PUBLISH_FAILED: true,
+  CHANNEL_CLOSED: true,
+  MESSAGE_TOO_LARGE: false,
+  INVALID_MESSAGE: false,
+  CONFIG_INVALID: false,
+});
+
+/** What happened to one message of a failed publish. */
+export interface PublishFailure {
+  readonly id: string;
   readonly code: PublishErrorCode;
+  readonly retryable: boolean;
+  readonly message: string;
+}
+
+export class PublishError extends Error {
+  /** The code of the first failure that decides `retryable` (a retryable one when there is any). */
+  readonly code: PublishErrorCode;
+  /** true when at least one failed message may succeed on a retry. */
   readonly retryable: boolean;
   /** Ids of the messages that were not confirmed; the others were. */
   readonly failedIds: readonly string[];
-  constructor(message: string, opts: { code: PublishErrorCode; retryable: boolean; failedIds: readonly string[]; cause?: unknown }) {
+  /** Per message: which failed permanently, which may be retried, and why. */
+  readonly failures: readonly PublishFailure[];
+  constructor(
+    message: string,
+    opts: { code: PublishErrorCode; retryable: boolean; failedIds: readonly string[]; failures?: readonly PublishFailure[]; cause?: unknown },
+  ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'PublishError';
     this.code = opts.code;
     this.retryable = opts.retryable;
     this.failedIds = opts.failedIds;
+    this.failures = opts.failures ?? opts.failedIds.map((id) => ({ id, code: opts.code, retryable: opts.retryable, message }));
+  }
+
+  /** One error for the failures of one publish call: retryable when any failure is. */
+  static of(failures: readonly PublishFailure[], total: number, cause?: unknown): PublishError {
+    const retryable = failures.some((f) => f.retryable);
+    const first = failures.find((f) => f.retryable === retryable)!;
+    const byCode = new Map<string, number>();
+    for (const f of failures) byCode.set(f.code, (byCode.get(f.code) ?? 0) + 1);
+    const summary = [...byCode].map(([c, n]) => `${c} x${n}`).join(', ');
+    return new PublishError(`${failures.length} of ${total} message(s) not published (${summary}): ${first.message.slice(0, 2000)}`, {
+      code: first.code,
+      retryable,
+      failedIds: failures.map((f) => f.id),
+      failures,
+      cause,
+    });
   }
 }
 
 /** Headers a transport sets on every outgoing message from the OutgoingMessage fields. */
 export function standardHeaders(m: OutgoingMessage): Record<string, string> {
   return { ...m.headers, [H.messageId]: m.id, [H.type]: m.type, [H.key]: m.key };
+}
+
+/** `delivery` as the dead letter a DeadLetterSink records (the same headers a dead-letter copy gets). */
+export function asDeadLetter(delivery: Delivery, consumer: string, reason: string, error: string): Delivery {
+  return { ...delivery, topic: DEAD_LETTER_TOPIC, headers: deadLetterHeaders(delivery, consumer, reason, error) };
 }
 
 /** Headers for a dead letter of `delivery` read by `consumer`, failed with `reason`. */

@@ -5,7 +5,6 @@ import {
   DEFAULT_REDELIVERY,
   PublishError,
   deadLetterHeaders,
-  redeliveryDelayMs,
   standardHeaders,
   type Delivery,
   type Handler,
@@ -18,6 +17,7 @@ import {
   type Transport,
   type TransportFeatures,
 } from './contract.js';
+import { routeFailure } from './failure-routing.js';
 
 /**
  * An in-process broker with the same contract as RabbitMQ and Kafka: a queue per consumer name,
@@ -45,7 +45,7 @@ class ActiveSubscription implements Subscription {
     readonly broker: MemoryTransport,
     readonly queue: ConsumerQueue,
     readonly handler: Handler,
-    readonly opts: Required<SubscribeOptions>,
+    readonly opts: Required<Omit<SubscribeOptions, 'deadLetterSink'>> & Pick<SubscribeOptions, 'deadLetterSink'>,
   ) {}
 
   async close(): Promise<void> {
@@ -186,6 +186,7 @@ export class MemoryTransport implements Transport {
     const sub = new ActiveSubscription(this, q, handler, {
       prefetch: opts?.prefetch ?? 256,
       retry: opts?.retry ?? DEFAULT_REDELIVERY,
+      deadLetterSink: opts?.deadLetterSink,
     });
     q.subs.push(sub);
     this.#pump(q);
@@ -227,21 +228,24 @@ export class MemoryTransport implements Transport {
     }
   }
 
+  /** Carries out the failure route (failure-routing.ts); this broker never refuses a copy. */
   #failed(sub: ActiveSubscription, d: Delivery, err: unknown): void {
-    const c = classifyError(err);
     const q = sub.queue;
-    if (!c.retryable) return this.#deadLetter(d, q.name, c.code, c.message);
-    const attempt = c.countsAsAttempt ? d.attempt + 1 : d.attempt;
-    if (attempt > sub.opts.retry.maxAttempts) {
-      return this.#deadLetter(d, q.name, 'MAX_ATTEMPTS_EXCEEDED', `${c.code}: ${c.message}`);
-    }
-    const delay = redeliveryDelayMs(sub.opts.retry, d.attempt) * this.#retryDelayFactor;
+    const route = routeFailure({
+      error: classifyError(err),
+      attempt: d.attempt,
+      policy: sub.opts.retry,
+      recorder: q.name === DEAD_LETTER_CONSUMER,
+      sink: sub.opts.deadLetterSink !== undefined,
+    });
+    if (route.action === 'dead-letter') return this.#deadLetter(d, q.name, route.reason, route.error);
+    if (route.action !== 'retry') return;
     const timer = setTimeout(() => {
       this.#timers.delete(timer);
       if (this.#closed) return;
-      q.items.push({ delivery: { ...d, attempt, redelivered: true } });
+      q.items.push({ delivery: { ...d, attempt: route.attempt, redelivered: true } });
       this.#pump(q);
-    }, delay);
+    }, route.delayMs * this.#retryDelayFactor);
     this.#timers.add(timer);
   }
 

@@ -17,6 +17,7 @@ import {
   DEAD_LETTER_CONSUMER,
   DEAD_LETTER_TOPIC,
   DEFAULT_REDELIVERY,
+  type Delivery,
   type Handler,
   type RedeliveryPolicy,
   type Subscription,
@@ -27,12 +28,17 @@ import { Batcher, type Outcome } from '../scheduling/batcher.js';
 import { DeadLetterRecorder, type DeadLetterRecord } from '../dead-letters/recorder.js';
 import { decodeDelivery, type Inbound } from '../transaction/decode.js';
 import { validateModule, type SagaflowModule } from '../module.js';
+import { selectParticipants, type ParticipantSelection } from '../participant/select.js';
 import { participantWork } from '../transaction/participant-work.js';
 import { parkSaga } from '../transaction/park.js';
 import { sagaWork } from '../transaction/saga-work.js';
 import { transitionSettings, type AppliedDecision, type EventsMode } from '../transaction/transitions.js';
 import { TimerService, type TimerOptions } from './timers.js';
+import { CircuitGates } from '../resilience/circuit-gates.js';
+import { breakerPolicies } from '../resilience/policy.js';
 import { runTransactional, type Work } from '../transaction/run.js';
+import type { MessageOutcome } from '../transaction/outcome.js';
+import { DEFAULT_WIRE_FORMAT, type WireFormat } from '../messages/wire.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { SagaTracing } from '../observability/tracing.js';
 import { observeApplied, observeBatch, reasonLabel } from '../observability/worker-hooks.js';
@@ -42,6 +48,8 @@ export type Role = 'all' | 'orchestrator' | 'participants';
 export interface WorkerOptions {
   readonly schema?: string;
   readonly role?: Role;
+  /** Which of the module's participants to run (default all; `role` 'orchestrator' runs none anyway). */
+  readonly participants?: ParticipantSelection;
   /** Messages per transaction at most. */
   readonly maxBatch?: number;
   /** Transactions in flight per consumer. */
@@ -61,6 +69,12 @@ export interface WorkerOptions {
   readonly recordDeadLetters?: boolean;
   /** Random source for back-off jitter. */
   readonly random?: () => number;
+  /** How commands, replies and events are written (both formats are always read). Default cloudevents. */
+  readonly wireFormat?: WireFormat;
+  /** Use the module's circuit breakers (default true). */
+  readonly circuits?: boolean;
+  /** How long a process trusts its cached view of a closed breaker (default 500 ms). */
+  readonly circuitRefreshMs?: number;
   /** Prometheus metrics to update (none when absent). */
   readonly metrics?: Metrics;
   /** OpenTelemetry spans of the message path (no tracing work at all when absent). */
@@ -104,6 +118,8 @@ export interface WorkerStats {
   /** Messages published by the relay (recovery, client API, operator actions). */
   readonly relayed: number;
   readonly deadLettersRecorded: number;
+  /** Deliveries acknowledged as duplicates (same id and meaning already applied); logged at debug only. */
+  readonly duplicates: number;
 }
 
 /** The worker options a configuration implies (the CLI, the demo and the bench all start from it). */
@@ -118,7 +134,9 @@ export function workerOptionsFrom(config: Config, extra: Partial<WorkerOptions> 
     maxMessageBytes: config.maxMessageBytes,
     events: config.events,
     eventsTopic: config.eventsTopic,
+    wireFormat: config.wireFormat,
     outboxGraceMs: config.outboxGraceMs,
+    circuits: config.circuits,
     relay: polls,
     timers: polls,
     inboxRetentionMs: config.retention.inboxMs,
@@ -140,7 +158,7 @@ export function createWorker(deps: {
   const role = o.role ?? 'all';
   validateModule(mod);
   const sagas = role === 'participants' ? [] : (mod.sagas ?? []);
-  const participants = role === 'orchestrator' ? [] : (mod.participants ?? []);
+  const participants = role === 'orchestrator' ? [] : selectParticipants(mod.participants ?? [], o.participants);
   const sagaStore = new SagaStore(schema);
   const inbox = new InboxStore(schema);
   const outbox = new OutboxStore(schema);
@@ -160,7 +178,19 @@ export function createWorker(deps: {
     logger,
     onLeftBehind: () => relay.wake(graceMs + 50),
   });
-  const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random });
+  const policies = o.circuits === false || sagas.length === 0 ? new Map() : breakerPolicies(mod.resilience);
+  const gates =
+    policies.size === 0
+      ? undefined
+      : new CircuitGates({
+          schema,
+          policies,
+          logger,
+          random: o.random ?? Math.random,
+          onRelease: () => timers?.wakeIn(0),
+          ...(o.circuitRefreshMs !== undefined ? { refreshMs: o.circuitRefreshMs } : {}),
+        });
+  const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random, wireFormat: o.wireFormat, gates });
   const defs = new Map<string, SagaDefinition>(sagas.map((s) => [s.name, s as SagaDefinition]));
   const { metrics, tracing } = o;
   const onApplied = (applied: readonly AppliedDecision[]) => {
@@ -186,6 +216,7 @@ export function createWorker(deps: {
   const subscriptions: Subscription[] = [];
   const batchers: Batcher<Inbound, void>[] = [];
   let deadLettersRecorded = 0;
+  let duplicates = 0;
   let repliesParked = 0;
   let pruneTimer: NodeJS.Timeout | undefined;
   // Deliveries since the last inbox pruning: an idle worker does not prune (nothing new to age out
@@ -197,10 +228,10 @@ export function createWorker(deps: {
    * the definition) is dead-lettered at once; the saga cannot move for any input either, so it is
    * parked too, to say so where operators look (its reason) rather than only in the dead letter.
    */
-  async function parkMismatched(items: readonly Inbound[], outcomes: readonly Outcome<void>[]): Promise<void> {
+  async function parkMismatched(items: readonly Inbound[], outcomes: readonly MessageOutcome[]): Promise<void> {
     for (const [i, out] of outcomes.entries()) {
       const sagaId = items[i]!.envelope.sagaId;
-      if (out.ok || !sagaId || !(out.error instanceof SagaflowError) || out.error.code !== 'DEFINITION_MISMATCH') continue;
+      if (out.kind !== 'failed' || !sagaId || !(out.error instanceof SagaflowError) || out.error.code !== 'DEFINITION_MISMATCH') continue;
       try {
         if (await parkSaga({ db, sagas: sagaStore, logger }, sagaId, `${items[i]!.envelope.type} ${items[i]!.envelope.id}`, out.error, null)) repliesParked++;
       } catch (err) {
@@ -218,9 +249,19 @@ export function createWorker(deps: {
         const span = tracing?.transaction(consumer, items.map((i) => i.envelope));
         const outcomes = await runTransactional({ db, dispatcher, logger }, items, work);
         if (kind === 'saga') await parkMismatched(items, outcomes);
-        if (metrics) observeBatch(metrics, consumer, outcomes, (performance.now() - started) / 1000);
-        span?.end(outcomes.find((out) => !out.ok && !(out.error instanceof SagaflowError && !out.error.retryable)) ? 'batch failed' : undefined);
-        return outcomes;
+        let batchDuplicates = 0;
+        const results = outcomes.map((out): Outcome<void> => {
+          if (out.kind === 'failed') return { ok: false, error: out.error };
+          if (out.kind === 'duplicate') batchDuplicates++;
+          return { ok: true, value: undefined };
+        });
+        duplicates += batchDuplicates;
+        if (metrics) {
+          observeBatch(metrics, consumer, results, (performance.now() - started) / 1000);
+          if (batchDuplicates) metrics.inboxDuplicates.inc({ consumer }, batchDuplicates);
+        }
+        span?.end(results.find((out) => !out.ok && !(out.error instanceof SagaflowError && !out.error.retryable)) ? 'batch failed' : undefined);
+        return results;
       },
     });
     batchers.push(batcher);
@@ -240,19 +281,13 @@ export function createWorker(deps: {
     };
   }
 
-  /** The work with its inbox duplicates counted once its transaction committed (metrics on). */
-  function counted(consumer: string, work: Work<Inbound>): Work<Inbound> {
-    if (!metrics) return work;
-    return async (tx, items, deletes) => {
-      const r = await work(tx, items, deletes);
-      return {
-        ...r,
-        committed: () => {
-          if (r.duplicates) metrics.inboxDuplicates.inc({ consumer }, r.duplicates);
-          r.committed?.();
-        },
-      };
-    };
+  /** Files a dead letter in `dead_letters`: the recorder's handler, and the transports' DeadLetterSink. */
+  async function recordDeadLetter(d: Delivery): Promise<void> {
+    const rec = await recorder.record(db, d);
+    deadLettersRecorded++;
+    metrics?.deadLetters.inc({ reason: reasonLabel(rec.reasonCode) });
+    logger.warn({ messageId: rec.messageId, consumer: rec.consumer, reason: rec.reasonCode, error: rec.error }, 'dead letter recorded');
+    events.emit('deadLetter', rec);
   }
 
   function topology(): Topology {
@@ -286,20 +321,23 @@ export function createWorker(deps: {
       published: dispatcher.published,
       relayed: relay.published,
       deadLettersRecorded,
+      duplicates,
     }),
 
     async start() {
       await assertSchemaCurrent(db, schema);
       await transport.declare(topology());
-      const subOpts = { prefetch: o.prefetch ?? 512, retry: o.retry ?? DEFAULT_REDELIVERY };
+      // The sink takes a failed message whose retry or dead-letter copy the broker refuses for good.
+      const subOpts = { prefetch: o.prefetch ?? 512, retry: o.retry ?? DEFAULT_REDELIVERY, deadLetterSink: { record: recordDeadLetter } };
       for (const def of defs.values()) {
-        const work = counted(def.consumer, sagaWork({ def, sagas: sagaStore, inbox, outbox, graceMs, transitions, logger, onApplied, tracing }));
+        const work = sagaWork({ def, sagas: sagaStore, inbox, outbox, graceMs, transitions, logger, onApplied, tracing });
         subscriptions.push(await transport.subscriber.subscribe([def.topic], def.consumer, consumerHandler(def.registry, work, 'saga', def.consumer), subOpts));
       }
       for (const p of participants) {
         const registry = new MessageRegistry([...p.handlers.values()].map((h) => h.message));
-        const work = counted(p.consumer, participantWork({
+        const work = participantWork({
           participant: p,
+          wireFormat: o.wireFormat ?? DEFAULT_WIRE_FORMAT,
           inbox,
           outbox,
           sagas: sagaStore,
@@ -307,18 +345,11 @@ export function createWorker(deps: {
           logger,
           onHandled: (count) => events.emit('handled', { participant: p.name, count }),
           tracing,
-        }));
+        });
         subscriptions.push(await transport.subscriber.subscribe(p.topics, p.consumer, consumerHandler(registry, work, 'participant', p.consumer), subOpts));
       }
       if (o.recordDeadLetters ?? true) {
-        const handler: Handler = async (d) => {
-          const rec = await recorder.record(db, d);
-          deadLettersRecorded++;
-          metrics?.deadLetters.inc({ reason: reasonLabel(rec.reasonCode) });
-          logger.warn({ messageId: rec.messageId, consumer: rec.consumer, reason: rec.reasonCode, error: rec.error }, 'dead letter recorded');
-          events.emit('deadLetter', rec);
-        };
-        subscriptions.push(await transport.subscriber.subscribe([DEAD_LETTER_TOPIC], DEAD_LETTER_CONSUMER, handler, subOpts));
+        subscriptions.push(await transport.subscriber.subscribe([DEAD_LETTER_TOPIC], DEAD_LETTER_CONSUMER, recordDeadLetter, subOpts));
       }
       await relay.start();
       timers?.start();

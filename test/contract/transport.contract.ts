@@ -340,6 +340,44 @@ export function transportContract(name: string, makeTransport: () => Promise<Con
       expect(inbox.deliveries.filter((x) => x.id === `p-${s}`)).toHaveLength(1);
     });
 
+    it('dead-letters a message whose copy the broker refuses exactly once, through the DeadLetterSink, with its true reason', async () => {
+      // Headers just under amqplib's 64 KiB table limit: accepted on publish, but the dead-letter
+      // copy (reason, error, consumer, ... added) cannot be encoded on RabbitMQ. Kafka and memory
+      // take the copy. Either way: one dead letter, the true reason, no redelivery loop.
+      const topic = `refused.${s}`;
+      const consumer = `c.${s}`;
+      await t.declare({ topics: [{ name: topic }], consumers: [{ consumer, topics: [topic] }] });
+      const dl = await deadLetters();
+      const sunk = new Inbox();
+      const inbox = new Inbox();
+      const why = `amount must be a string ${'x'.repeat(500)}`;
+      await subscribe(
+        [topic],
+        consumer,
+        inbox.handler((d) => {
+          if (d.id === `big-${s}`) throw new PermanentError('SCHEMA_INVALID', why);
+        }),
+        { retry: RETRY, deadLetterSink: { record: async (d) => sunk.push(d) } },
+      );
+      const big = 'h'.repeat(65_536 - 400);
+      await t.publisher.publish([message(topic, `big-${s}`, { headers: { 'x-big': big } })]);
+      await waitFor('the dead letter, via the topic or the sink', () => dl.deliveries.length + sunk.deliveries.length, (n) => n >= 1);
+      await t.publisher.publish([message(topic, `after-${s}`)]);
+      await inbox.has(`after-${s}`);
+      await dl.count(0);
+      const all = [...dl.deliveries, ...sunk.deliveries];
+      expect(all).toHaveLength(1);
+      const d = all[0]!;
+      expect(d.id).toBe(`big-${s}`);
+      expect(d.topic).toBe(DEAD_LETTER_TOPIC);
+      expect(d.headers[H.reason]).toBe('SCHEMA_INVALID');
+      expect(d.headers[H.consumer]).toBe(consumer);
+      expect(d.headers[H.originalTopic]).toBe(topic);
+      expect(d.headers['x-big']).toBe(big);
+      expect(inbox.deliveries.filter((x) => x.id === `big-${s}`)).toHaveLength(1);
+      if (t.features.name === 'rabbitmq') expect(sunk.deliveries).toHaveLength(1);
+    });
+
     it('keeps other messages flowing while one waits for its retry (no head-of-line blocking)', async () => {
       const topic = `flow.${s}`;
       const consumer = `c.${s}`;

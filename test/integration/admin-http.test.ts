@@ -809,3 +809,28 @@ describe('secrets', () => {
     expect(all).not.toContain('canary-dl-secret');
   });
 });
+
+describe('circuit breakers', () => {
+  it('lists breakers; open and close need the admin role and a reason and are audited; a reader is refused (audited)', async () => {
+    const noReason = await call(main.app, 'POST', '/v1/circuits/payment/open', { token: ADMIN, body: {} });
+    expect(noReason.status).toBe(400);
+    expect((await call(main.app, 'POST', '/v1/circuits/bad%20name/open', { token: ADMIN, body: { reason: 'x' } })).status).toBe(400);
+    const denied = await call(main.app, 'POST', '/v1/circuits/payment/open', { token: READER, body: { reason: 'x' } });
+    expect(denied.status).toBe(403);
+    const opened = await call(main.app, 'POST', '/v1/circuits/payment/open', { token: ADMIN, body: { reason: 'gateway maintenance' } });
+    expect(opened.status).toBe(200);
+    expect(opened.body).toMatchObject({ name: 'payment', from: null, to: 'open' });
+    const list = await call(main.app, 'GET', '/v1/circuits', { token: READER });
+    expect(list.status).toBe(200);
+    expect(list.body.items).toEqual([expect.objectContaining({ name: 'payment', state: 'open', forced: 'open', waiting: 0 })]);
+    const closed = await call(main.app, 'POST', '/v1/circuits/payment/close', { token: ADMIN, body: { reason: 'gateway back' } });
+    expect(closed.body).toMatchObject({ name: 'payment', from: 'open', to: 'closed', released: 0 });
+    expect((await call(main.app, 'POST', '/v1/circuits/nope/close', { token: ADMIN, body: { reason: 'x' } })).status).toBe(404);
+    const audit = await call(main.app, 'GET', '/v1/audit?target=payment', { token: READER });
+    expect(audit.body.items.map((r: { actor: string; action: string; outcome: string }) => `${r.actor} ${r.action} ${r.outcome}`).reverse()).toEqual([
+      'viewer-bob circuit-open refused',
+      'ops-alice circuit-open accepted',
+      'ops-alice circuit-close accepted',
+    ]);
+  });
+});

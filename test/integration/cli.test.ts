@@ -7,10 +7,14 @@
  * - `publish` with bad JSON, a schema-invalid payload, or a `--file` with one bad line exits 2
  *   (naming the line) and publishes nothing, not even the file's valid lines;
  * - `publish --outbox` of valid orders is picked up by an in-process worker and the sagas run;
- *   `sagas list --json` and `sagas show <id> --json` report them; an unknown id exits 3.
+ *   `sagas list --json` and `sagas show <id> --json` report them; an unknown id exits 3;
+ * - `worker --participants` / `--exclude-participants`: unknown names, both flags, an empty list or
+ *   nothing left to run exit 2 naming the module's participants; a `.ts` module outside the project
+ *   loads whatever package.json is around it (none, untyped, commonjs, module), in the CLI's own
+ *   module graph (an error class it throws is the CLI's).
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +26,7 @@ import { MemoryTransport } from '../../src/transport/memory.js';
 import { createWorker, type Worker } from '../../src/worker/worker.js';
 import { databaseUrl, uniqueName } from '../helpers/db.js';
 import { closedPort, forward } from '../helpers/ports.js';
+import { runProcess, type ProcessRun } from '../helpers/run-process.js';
 import { seededRandom } from '../helpers/seed.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -34,11 +39,7 @@ let db: Db;
 let worker: Worker | undefined;
 let transport: MemoryTransport | undefined;
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+type Run = ProcessRun;
 
 function cliEnv(over: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {
@@ -60,20 +61,7 @@ function cli(...args: string[]): Promise<Run> {
 
 /** `sagaflow ...args` with these environment variables changed, run to its end. */
 function cliWith(over: NodeJS.ProcessEnv, ...args: string[]): Promise<Run> {
-  const env = cliEnv(over);
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['bin/sagaflow.js', ...args], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runProcess(process.execPath, ['bin/sagaflow.js', ...args], { cwd: root, env: cliEnv(over) });
 }
 
 const STACK_LINE = /^\s+at /m;
@@ -266,37 +254,45 @@ async function runAll<const L extends readonly (readonly string[])[]>(lists: L, 
   return out as { -readonly [K in keyof L]: Run };
 }
 
-/** `sagaflow serve` in the background: resolves with its URL once it listens. */
-function serve(over: NodeJS.ProcessEnv): Promise<{ url: string; stderr: () => string; stop: () => Promise<number | null> }> {
-  const child = spawn(process.execPath, ['bin/sagaflow.js', 'serve', '--module', 'examples/order', '--port', '0'], {
-    cwd: root,
-    env: cliEnv(over),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+interface Background {
+  readonly stdout: () => string;
+  readonly stderr: () => string;
+  /** SIGTERM, then the exit code. */
+  stop(): Promise<number | null>;
+}
+
+/** `sagaflow ...args` in the background: resolves with the first stdout match of `ready` once it prints it. */
+function background(args: readonly string[], over: NodeJS.ProcessEnv, ready: RegExp): Promise<{ match: RegExpExecArray; proc: Background }> {
+  const child = spawn(process.execPath, ['bin/sagaflow.js', ...args], { cwd: root, env: cliEnv(over), stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
   const killer = setTimeout(() => child.kill('SIGKILL'), 50_000);
+  const proc: Background = {
+    stdout: () => stdout,
+    stderr: () => stderr,
+    stop: async () => {
+      child.kill('SIGTERM');
+      const code = await exited;
+      clearTimeout(killer);
+      return code;
+    },
+  };
   return new Promise((resolve, reject) => {
     child.stdout.on('data', (b: Buffer) => {
       stdout += b.toString();
-      const m = /"event":"admin-listening","url":"([^"]+)"/.exec(stdout);
-      if (m) {
-        resolve({
-          url: m[1]!,
-          stderr: () => stderr,
-          stop: async () => {
-            child.kill('SIGTERM');
-            const code = await exited;
-            clearTimeout(killer);
-            return code;
-          },
-        });
-      }
+      const match = ready.exec(stdout);
+      if (match) resolve({ match, proc });
     });
-    void exited.then((code) => reject(new Error(`serve exited ${code} before listening: ${stderr}`)));
+    void exited.then((code) => reject(new Error(`sagaflow ${args.join(' ')} exited ${code} before it was ready: ${stderr}`)));
   });
+}
+
+/** `sagaflow serve` in the background: resolves with its URL once it listens. */
+async function serve(over: NodeJS.ProcessEnv): Promise<Background & { url: string }> {
+  const { match, proc } = await background(['serve', '--module', 'examples/order', '--port', '0'], over, /"event":"admin-listening","url":"([^"]+)"/);
+  return { ...proc, url: match[1]! };
 }
 
 describe('sagaflow CLI with a dependency down', () => {
@@ -397,5 +393,76 @@ describe('sagaflow CLI with a dependency down', () => {
       expect(await s.stop()).toBe(0);
       await proxy?.close();
     }
+  });
+});
+
+describe('sagaflow worker: a subset of the participants, modules anywhere on disk', () => {
+  const MODULE = ['worker', '--module', 'examples/order'];
+  const KNOWN = "the module's participants are: stock, payment, shipping";
+
+  it('--participants / --exclude-participants: unknown names, both flags, or nothing left to run exit 2 naming the known participants', async () => {
+    const runs = await runAll(
+      [
+        [...MODULE, '--participants', 'payment,paymnt'],
+        [...MODULE, '--exclude-participants', 'x, y'],
+        [...MODULE, '--participants', 'payment', '--exclude-participants', 'stock'],
+        [...MODULE, '--role', 'orchestrator', '--participants', 'payment'],
+        [...MODULE, '--role', 'participants', '--exclude-participants', 'stock,payment,shipping'],
+        [...MODULE, '--participants', ' , '],
+      ],
+      {},
+    );
+    const oneLine = { oneLine: true };
+    expectCleanFailure(runs[0], 2, new RegExp(`^sagaflow: --participants: unknown participant paymnt; ${KNOWN}$`), oneLine);
+    expectCleanFailure(runs[1], 2, new RegExp(`^sagaflow: --exclude-participants: unknown participants x, y; ${KNOWN}$`), oneLine);
+    expectCleanFailure(runs[2], 2, /^sagaflow: --participants and --exclude-participants cannot be combined$/, oneLine);
+    expectCleanFailure(runs[3], 2, /^sagaflow: --participants makes no sense with --role orchestrator/, oneLine);
+    expectCleanFailure(runs[4], 2, /^sagaflow: --exclude-participants leaves no participant to run with --role participants$/, oneLine);
+    expectCleanFailure(runs[5], 2, /^sagaflow: --participants: the participant list is empty$/, oneLine);
+  });
+
+  /**
+   * A TypeScript module outside the project, importing a helper next to it: with no package.json
+   * around it, one without "type", one saying "commonjs" and one saying "module". Each worker runs
+   * the orchestrator and every participant but payment (the one another service replaces).
+   */
+  it('a .ts module outside the project loads whatever package.json is around it; --exclude-participants payment runs the others', async () => {
+    await migrate(db, schema);
+    const example = join(root, 'examples/order/index.ts');
+    const layouts: Record<string, string | undefined> = { bare: undefined, untyped: '{"name":"x"}', commonjs: '{"type":"commonjs"}', module: '{"type":"module"}' };
+    const files = Object.entries(layouts).map(([name, pkg]) => {
+      const dir = join(tmp, `outside-${name}`);
+      mkdirSync(dir, { recursive: true });
+      if (pkg) writeFileSync(join(dir, 'package.json'), pkg);
+      writeFileSync(join(dir, 'order-parts.ts'), `export { orderParticipants, orderSaga } from ${JSON.stringify(example)};\n`);
+      writeFileSync(
+        join(dir, 'module.ts'),
+        [
+          "import { orderParticipants, orderSaga } from './order-parts.ts';",
+          'const schemaName: string = process.env.ORDER_EXAMPLE_SCHEMA!;',
+          'export default () => ({ sagas: [orderSaga], participants: orderParticipants(schemaName) });',
+        ].join('\n'),
+      );
+      return join(dir, 'module.ts');
+    });
+    for (const file of files) {
+      const { match, proc } = await background(['worker', '--module', file, '--exclude-participants', 'payment'], {}, /^(\{"event":"worker-ready".*)$/m);
+      expect(JSON.parse(match[1]!), file).toMatchObject({ role: 'all', participants: ['stock', 'shipping'] });
+      expect(await proc.stop(), proc.stderr()).toBe(0);
+    }
+  });
+
+  it("a module outside the project shares the worker's classes: the SagaflowError it throws is recognised as one (exit 2, not 1)", async () => {
+    // tsx's tsImport would load the file in a module graph of its own, with its own copy of
+    // sagaflow's classes: the CLI would see an unknown error (exit 1) instead of a usage error.
+    const dir = join(tmp, 'outside-identity');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'package.json'), '{"type":"commonjs"}');
+    writeFileSync(
+      join(dir, 'module.ts'),
+      `import { UsageError } from ${JSON.stringify(join(root, 'src/errors.ts'))};\nexport default (): never => { throw new UsageError('refused by the module itself'); };\n`,
+    );
+    const r = await cli('worker', '--module', join(dir, 'module.ts'));
+    expectCleanFailure(r, 2, /^sagaflow: refused by the module itself$/, { oneLine: true });
   });
 });

@@ -21,7 +21,7 @@ import { createClient } from '../../src/client.js';
 import { createDb, type Db, type Queryable } from '../../src/db/db.js';
 import { InboxStore } from '../../src/inbox/store.js';
 import { silentLogger } from '../../src/log.js';
-import { bodyDigest } from '../../src/messages/envelope.js';
+import { digest16 as bodyDigest } from '../../src/ids.js';
 import { defineMessage } from '../../src/messages/message.js';
 import { OutboxDispatcher } from '../../src/outbox/dispatcher.js';
 import { OutboxRelay } from '../../src/outbox/relay.js';
@@ -30,6 +30,7 @@ import { SagaStore } from '../../src/saga/store.js';
 import { PublishError, type OutgoingMessage } from '../../src/transport/contract.js';
 import { writeBatch } from '../../src/transaction/write.js';
 import { runTransactional, type Work } from '../../src/transaction/run.js';
+import { APPLIED } from '../../src/transaction/outcome.js';
 import { createTestDb, databaseUrl, type TestDb } from '../helpers/db.js';
 import { RecordingPublisher } from '../helpers/recording-publisher.js';
 import { seededRandom } from '../helpers/seed.js';
@@ -375,6 +376,27 @@ describe('(e) publish failures', () => {
     expect(publisher.confirmedIds()).toEqual(new Set(messages.map((m) => m.id)));
   });
 
+  it('a batch failing in part: only the permanently failed rows are parked, the retryable ones are retried and published', async () => {
+    await clearOutbox();
+    const [big, flaky, fine] = [msg(1), msg(2), msg(3)];
+    await db.transaction((tx) => store.enqueue(tx, [big, flaky, fine]));
+    const publisher = new RecordingPublisher({
+      failWith: (call) => {
+        const failures = [
+          ...(call.messages.some((m) => m.id === big.id) ? [{ id: big.id, code: 'MESSAGE_TOO_LARGE' as const, retryable: false, message: 'too large' }] : []),
+          ...(call.n === 1 ? [{ id: flaky.id, code: 'PUBLISH_TIMEOUT' as const, retryable: true, message: 'no confirm' }] : []),
+        ];
+        return failures.length > 0 ? PublishError.of(failures, call.messages.length) : undefined;
+      },
+    });
+    const r = relay(publisher, { retryDelayMs: 10 });
+    await r.runOnce();
+    await waitFor('the retryable row to be published', () => publisher.confirmedIds(), (ids) => ids.has(flaky.id), { timeoutMs: 10_000 });
+    expect(publisher.confirmedIds()).toEqual(new Set([flaky.id, fine.id]));
+    expect(await outboxRows()).toEqual([{ message_id: big.id, attempts: 1, last_error: 'too large', parked: true }]);
+    expect(await store.counts(db)).toEqual({ pending: 0, parked: 1 });
+  });
+
   it('non-retryable (MESSAGE_TOO_LARGE): rows are parked and the relay no longer picks them; other rows keep flowing', async () => {
     await clearOutbox();
     const big = msg(1);
@@ -404,11 +426,10 @@ describe('(e) publish failures', () => {
 });
 
 describe('(f) the fast path: OutboxDispatcher', () => {
-  const OK = { ok: true as const, value: undefined };
   const work =
     (graceMs: number): Work<OutgoingMessage> =>
     async (tx, items, deletes) => ({
-      outcomes: items.map(() => OK),
+      outcomes: items.map(() => APPLIED),
       written: await writeBatch(tx, { sagas: new SagaStore(t.schema), outbox: store, graceMs }, { sagas: [], steps: [], messages: items, deletes }),
     });
 

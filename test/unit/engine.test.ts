@@ -266,6 +266,17 @@ describe('decide: replies that are not the awaited one', () => {
     expect(r).toMatchObject({ outcome: 'ignored', code: 'STALE_REPLY' });
   });
 
+  it('rejects (dead-letters) a reply without causation id, or naming no command of the saga: UNMATCHED_REPLY, saga unchanged', () => {
+    const d = start();
+    const none = step(d.instance!, replyTo(d.instance!, 'T.ADone', { ref: 'x' }, { causationId: undefined }));
+    expect(none).toMatchObject({ outcome: 'rejected', code: 'UNMATCHED_REPLY' });
+    expect(none.instance).toBe(d.instance);
+    const foreign = step(d.instance!, replyTo(d.instance!, 'T.ADone', { ref: 'x' }, { causationId: msgId() }));
+    expect(foreign).toMatchObject({ outcome: 'rejected', code: 'UNMATCHED_REPLY' });
+    // The awaited reply still moves it: nothing was consumed by the unmatched ones.
+    expect(step(d.instance!, replyTo(d.instance!, 'T.ADone', { ref: 'x' }))).toMatchObject({ outcome: 'applied' });
+  });
+
   it('rejects (dead-letters) a reply for a step the saga has not reached', () => {
     const d = start();
     const early = step(d.instance!, {

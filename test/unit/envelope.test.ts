@@ -6,11 +6,13 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { PermanentError } from '../../src/errors.js';
-import { decodeEnvelope, encodeEnvelope, parsePayload, type Envelope } from '../../src/messages/envelope.js';
+import { parsePayload, type Envelope } from '../../src/messages/envelope.js';
+import { decodeEnvelope, encodeEnvelope } from '../../src/messages/wire.js';
 import { defineMessage, MessageRegistry } from '../../src/messages/message.js';
 import { decodeDelivery } from '../../src/transaction/decode.js';
 import type { Delivery } from '../../src/transport/contract.js';
 import { seededRandom } from '../helpers/seed.js';
+import { codeOf } from '../helpers/reason-code.js';
 
 const Msg = defineMessage({
   type: 'E.Msg',
@@ -43,15 +45,6 @@ const delivery = (body: Buffer, headers: Record<string, string> = {}): Delivery 
   redelivered: false,
 });
 
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (err) {
-    expect(err).toBeInstanceOf(PermanentError);
-    return (err as PermanentError).code;
-  }
-}
 
 const json = (v: unknown) => Buffer.from(JSON.stringify(v));
 
@@ -69,7 +62,6 @@ describe('decode: the bad-input matrix', () => {
     ['missing tenant', json(env({ tenantId: undefined })), 'INVALID_ENVELOPE'],
     ['missing correlation id', json(env({ correlationId: undefined })), 'INVALID_ENVELOPE'],
     ['id not a uuid', json(env({ id: 'abc' })), 'INVALID_ENVELOPE'],
-    ['unknown envelope field', json(env({ extra: 1 } as never)), 'INVALID_ENVELOPE'],
     ['too many headers', json(env({ headers: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`h${i}`, 'v'])) })), 'INVALID_ENVELOPE'],
     ['schema-invalid payload', json(env({ payload: { name: 5 } })), 'SCHEMA_INVALID'],
     ['unknown type', json(env({ type: 'E.Other' })), 'UNKNOWN_TYPE'],

@@ -6,6 +6,7 @@ import { watchBroker } from '../../src/observability/broker-state.js';
 import { samplerFrom } from '../../src/observability/sdk.js';
 import { extractSpanContext, passTraceHeaders, sagaRootContext, sagaTraceId, traceHeaders } from '../../src/observability/tracing.js';
 import { reasonLabel } from '../../src/observability/worker-hooks.js';
+import { decodeMessage, encodeMessage } from '../../src/messages/wire.js';
 
 describe('trace context in envelope headers', () => {
   it('parses and formats W3C traceparent and tracestate; refuses malformed and all-zero ids', () => {
@@ -33,6 +34,32 @@ describe('trace context in envelope headers', () => {
     expect(into).toEqual({ a: '1', traceparent: 'x', tracestate: 'y' });
     passTraceHeaders(undefined, into);
     expect(into).toEqual({ a: '1', traceparent: 'x', tracestate: 'y' });
+  });
+
+  it('survives the CloudEvents wire: the distributed-tracing attributes come back as the envelope’s trace headers', () => {
+    const h = { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', tracestate: 'vendor=a' };
+    const env = {
+      id: '7f1c1b4e-3a59-4d6f-9c62-2b1f0f3f1a01',
+      type: 'ReserveStock',
+      schemaVersion: 1,
+      tenantId: 'default',
+      correlationId: 'c-1',
+      occurredAt: '2026-01-01T00:00:00.000Z',
+      headers: h,
+      payload: { orderId: 'o-1' },
+    };
+    // Structured mode, as sagaflow writes it: the attributes are named traceparent/tracestate.
+    const structured = encodeMessage(env, 'cloudevents');
+    expect(JSON.parse(structured.body.toString('utf8'))).toMatchObject(h);
+    expect(extractSpanContext(decodeMessage(structured.body, structured.headers).envelope.headers)).toMatchObject({ traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7' });
+    // Binary mode, as a foreign producer may send it (Kafka ce_* headers, AMQP cloudEvents_*).
+    for (const prefix of ['ce_', 'cloudEvents_']) {
+      const attrs = { specversion: '1.0', id: env.id, source: '/elsewhere', type: 'ReserveStock', ...h };
+      const headers = Object.fromEntries(Object.entries(attrs).map(([k, v]) => [`${prefix}${k}`, v]));
+      const decoded = decodeMessage(Buffer.from(JSON.stringify(env.payload)), { ...headers, 'content-type': 'application/json' }).envelope;
+      expect(decoded.headers, prefix).toEqual(h);
+      expect(traceHeaders(extractSpanContext(decoded.headers)!), prefix).toEqual(h);
+    }
   });
 });
 

@@ -50,7 +50,7 @@ export async function publishCommand(ctx: CliContext, type: string, opts: Publis
   const saga = (mod.sagas ?? []).find((s) => s.start.type === type);
   const db = opts.outbox ? ctx.db() : undefined;
   const transport = opts.outbox ? undefined : await createTransport(ctx.config, ctx.logger, { clientId: 'sagaflow-publish' });
-  const client = createClient({ schema: ctx.config.schema, ...(transport ? { publisher: transport.publisher } : {}), ...(db ? { db } : {}) });
+  const client = createClient({ schema: ctx.config.schema, wireFormat: ctx.config.wireFormat, ...(transport ? { publisher: transport.publisher } : {}), ...(db ? { db } : {}) });
   const results: { messageId: string; sagaId?: string }[] = [];
   try {
     for (const payload of payloads) {

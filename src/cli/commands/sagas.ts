@@ -1,7 +1,9 @@
 import { NotFoundError, UsageError } from '../../errors.js';
 import { SAGA_STATUSES, type SagaStatus } from '../../saga/state.js';
 import { SagaStore } from '../../saga/store.js';
+import { CircuitStore } from '../../resilience/circuit-store.js';
 import type { CliContext } from '../context.js';
+import { circuitRows } from './circuits.js';
 import { printJson, table } from '../format.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -30,8 +32,11 @@ export async function sagasList(ctx: CliContext, opts: { status?: string; type?:
     ...(opts.type ? { type: opts.type } : {}),
     limit: parseLimit(opts.limit),
   });
+  const circuits = (await new CircuitStore(ctx.config.schema).list(ctx.db())).filter((c) => c.state !== 'closed' || c.waiting > 0);
   if (opts.json) return printJson(rows);
-  process.stdout.write(`${table(rows as never, ['id', 'type', 'status', 'createdAt', 'updatedAt', 'reason'])}\n`);
+  process.stdout.write(`${table(rows.map((r) => ({ ...r, reason: r.waiting ?? r.reason })) as never, ['id', 'type', 'status', 'createdAt', 'updatedAt', 'reason'])}\n`);
+  // Sagas paused by an outage are running, not stuck: say where they wait.
+  if (circuits.length > 0) process.stdout.write(`\ncircuits not closed or with sagas waiting:\n${table(circuitRows(circuits) as never, ['name', 'state', 'waiting', 'failures', 'opens', 'probes', 'probeIn'])}\n`);
 }
 
 export async function sagasShow(ctx: CliContext, rawId: string, opts: { json?: boolean }): Promise<void> {

@@ -1,5 +1,6 @@
-import { UsageError, errorMessage } from '../../errors.js';
+import { DefinitionError, UsageError, errorMessage } from '../../errors.js';
 import { setupObservability } from '../../observability/setup.js';
+import { parseNameList, selectParticipants, type ParticipantSelection } from '../../participant/select.js';
 import { createTransport } from '../../transport/create.js';
 import { createWorker, workerOptionsFrom, type Role } from '../../worker/worker.js';
 import type { CliContext } from '../context.js';
@@ -11,9 +12,18 @@ const ROLES: readonly Role[] = ['all', 'orchestrator', 'participants'];
  * Runs a worker until SIGTERM/SIGINT, then drains: stops consuming, lets in-flight transactions
  * commit and ack, publishes what is pending, and exits 0. A second signal exits at once.
  */
-export async function workerCommand(ctx: CliContext, opts: { module: string; role: string; name?: string }): Promise<void> {
+export interface WorkerCommandOptions {
+  readonly module: string;
+  readonly role: string;
+  readonly name?: string;
+  readonly participants?: string;
+  readonly excludeParticipants?: string;
+}
+
+export async function workerCommand(ctx: CliContext, opts: WorkerCommandOptions): Promise<void> {
   if (!ROLES.includes(opts.role as Role)) throw new UsageError(`--role must be one of ${ROLES.join(', ')}, got ${opts.role}`);
   const mod = await loadModule(opts.module, process.env);
+  const participants = participantSelection(opts, mod.participants ?? []);
   const { config, logger } = ctx;
   const db = ctx.db();
   const obs = await setupObservability({ config, db, env: process.env, logger, serviceName: `sagaflow-${opts.role}` });
@@ -25,6 +35,7 @@ export async function workerCommand(ctx: CliContext, opts: { module: string; rol
     logger,
     options: workerOptionsFrom(config, {
       role: opts.role as Role,
+      participants,
       ...(obs.metrics ? { metrics: obs.metrics } : {}),
       ...(obs.tracing ? { tracing: obs.tracing } : {}),
     }),
@@ -60,9 +71,34 @@ export async function workerCommand(ctx: CliContext, opts: { module: string; rol
   });
   await worker.start();
   started = true;
-  process.stdout.write(`${JSON.stringify({ event: 'worker-ready', role: opts.role, transport: config.transport, pid: process.pid, ...(ops ? { ops: ops.url } : {}) })}\n`);
+  const running = opts.role === 'orchestrator' ? [] : selectParticipants(mod.participants ?? [], participants).map((p) => p.name);
+  process.stdout.write(
+    `${JSON.stringify({ event: 'worker-ready', role: opts.role, participants: running, transport: config.transport, pid: process.pid, ...(ops ? { ops: ops.url } : {}) })}\n`,
+  );
   await done;
   // One machine-readable line for supervisors and the bench: what this process did.
   process.stdout.write(`${JSON.stringify({ event: 'worker-stopped', pid: process.pid, stats: worker.stats() })}\n`);
   if (fatalError) throw new Error(`transport failed: ${errorMessage(fatalError)}`);
+}
+
+/**
+ * `--participants a,b` / `--exclude-participants a,b`, checked against the module before anything
+ * connects: a typo is bad usage (exit 2) naming the participants the module has.
+ */
+function participantSelection(opts: WorkerCommandOptions, all: readonly { name: string }[]): ParticipantSelection | undefined {
+  const only = opts.participants === undefined ? undefined : parseNameList(opts.participants);
+  const exclude = opts.excludeParticipants === undefined ? undefined : parseNameList(opts.excludeParticipants);
+  if (only && exclude) throw new UsageError('--participants and --exclude-participants cannot be combined');
+  if (!only && !exclude) return undefined;
+  if (opts.role === 'orchestrator') throw new UsageError(`${only ? '--participants' : '--exclude-participants'} makes no sense with --role orchestrator (it runs no participants)`);
+  const selection = { only, exclude };
+  let chosen: readonly unknown[];
+  try {
+    chosen = selectParticipants(all, selection);
+  } catch (err) {
+    if (err instanceof DefinitionError) throw new UsageError(`${only ? '--participants' : '--exclude-participants'}: ${err.message}`);
+    throw err;
+  }
+  if (chosen.length === 0 && opts.role === 'participants') throw new UsageError('--exclude-participants leaves no participant to run with --role participants');
+  return selection;
 }

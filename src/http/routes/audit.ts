@@ -7,7 +7,7 @@ import { redact } from '../redact.js';
 import { filterText, type RouteContext } from '../shared.js';
 
 /** The audit trail, newest first: who did what to which saga or dead letter, why, and how it ended. */
-const ACTIONS = ['replay', 'cancel', 'redrive', 'discard'] as const satisfies readonly AuditAction[];
+const ACTIONS = ['replay', 'cancel', 'redrive', 'discard', 'circuit-open', 'circuit-close'] as const satisfies readonly AuditAction[];
 
 const listQuery = z.strictObject({
   target: filterText.optional(),

@@ -42,7 +42,7 @@ export function classifyProduceError(err: unknown): ProduceFailure {
   const message = err instanceof Error ? err.message : String(err);
   const type = kafkaErrorType(err);
   if (type && TOO_LARGE.has(type)) return { code: 'MESSAGE_TOO_LARGE', retryable: false, message };
-  if (type && INVALID.has(type)) return { code: 'INVALID_RECORD', retryable: false, message };
+  if (type && INVALID.has(type)) return { code: 'INVALID_MESSAGE', retryable: false, message };
   if (type && NO_TOPIC.has(type)) return { code: 'UNROUTABLE', retryable: true, message };
   const names = chain(err).map((e) => (e as { name?: unknown }).name);
   if (names.includes('KafkaJSTopicMetadataNotLoaded') || names.includes('KafkaJSMetadataNotLoaded')) {

@@ -1,22 +1,15 @@
 import type { EventEmitter } from 'node:events';
 import type { Consumer, ConsumerCrashEvent, ConsumerFetchEvent, ConsumerGroupJoinEvent, EachBatchPayload, Kafka, Message, RetryOptions } from 'kafkajs';
-import { classifyError, errorMessage } from '../../errors.js';
+import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import {
-  DEAD_LETTER_CONSUMER,
-  DEAD_LETTER_TOPIC,
-  deadLetterHeaders,
-  redeliveryDelayMs,
-  type Delivery,
-  type Handler,
-  type RedeliveryPolicy,
-  type Subscription,
-} from '../contract.js';
+import type { DeadLetterSink, Delivery, Handler, RedeliveryPolicy, Subscription } from '../contract.js';
 import type { KafkaAdmin } from './admin.js';
-import { RETRY_ATTEMPT_HEADER, RETRY_DUE_HEADER, RETRY_TOPIC_HEADER, Fifo, retryDue, toDelivery } from './delivery.js';
-import { classifyProduceError } from './errors.js';
+import { OffsetCommits } from './commits.js';
+import { Fifo, retryDue, toDelivery } from './delivery.js';
+import { FailedRecords } from './failures.js';
 import type { KafkaNames } from './names.js';
 import { PartitionState, type Task } from './partition.js';
+import { Slots } from './slots.js';
 
 export interface KafkaSubscriptionStats {
   /** Handler calls that resolved. */
@@ -25,6 +18,8 @@ export interface KafkaSubscriptionStats {
   retried: number;
   /** Messages this transport produced to the dead-letter topic. */
   deadLettered: number;
+  /** Failed records whose copy the broker refused, recorded in Postgres through the DeadLetterSink. */
+  recordedDirectly: number;
   /** Successful OffsetCommit requests. */
   commits: number;
   /** consumer.events.CRASH, whether kafkajs restarted the consumer or not. */
@@ -66,8 +61,6 @@ export interface SubscriptionDeps {
   onClosed(sub: KafkaSubscription): void;
 }
 
-type Commit = EachBatchPayload['commitOffsetsIfNecessary'];
-
 /**
  * One subscription = one kafkajs consumer in group `<ns><consumer>`, reading the consumer's topics
  * AND its retry topics (`<ns><consumer>.retry.<ms>`, one per delay of its retry policy).
@@ -103,13 +96,11 @@ export class KafkaSubscription implements Subscription {
   readonly #capacityPaused = new Set<PartitionState>();
   readonly #running = new Set<Promise<void>>();
   #consumer: Consumer | undefined;
-  #commit: Commit | undefined;
   readonly #slots: Slots;
+  readonly #failures: FailedRecords;
   #closing = false;
   #closed: Promise<void> | undefined;
-  #commitTimer: NodeJS.Timeout | undefined;
-  #flushing: Promise<void> | undefined;
-  #flushAgain = false;
+  readonly #commits: OffsetCommits;
   #recreateTimer: NodeJS.Timeout | undefined;
   #recreateAttempts = 0;
   #fatal = false;
@@ -123,10 +114,30 @@ export class KafkaSubscription implements Subscription {
     readonly consumer: string,
     readonly handler: Handler,
     readonly retry: RedeliveryPolicy,
+    readonly sink: DeadLetterSink | undefined,
   ) {
     this.#d = deps;
     this.#s = deps.settings;
     this.#slots = new Slots(deps.settings.prefetch);
+    this.#commits = new OffsetCommits({
+      group: deps.names.group(consumer),
+      logger: deps.logger,
+      stats: deps.stats,
+      intervalMs: deps.settings.commitIntervalMs,
+      parts: this.#parts,
+      isClosing: () => this.#closing,
+    });
+    this.#failures = new FailedRecords({
+      names: deps.names,
+      logger: deps.logger,
+      stats: deps.stats,
+      group: deps.names.group(consumer),
+      consumer,
+      retry,
+      sink,
+      produce: (topic, message) => deps.produce(topic, message),
+      isClosing: () => this.#closing,
+    });
     this.#group = deps.names.group(consumer);
     this.#mainTopics = [...new Set(topics)].map((t) => deps.names.topic(t));
     const delays = retry.delaysMs.length > 0 ? retry.delaysMs : [0];
@@ -193,7 +204,7 @@ export class KafkaSubscription implements Subscription {
       },
     });
     this.#consumer = consumer;
-    this.#commit = undefined;
+    this.#commits.use(undefined);
     let joined = false;
     consumer.on(consumer.events.GROUP_JOIN, (e: ConsumerGroupJoinEvent) => {
       joined = true;
@@ -312,7 +323,7 @@ export class KafkaSubscription implements Subscription {
       payload.pause();
       return;
     }
-    this.#commit = payload.commitOffsetsIfNecessary;
+    this.#commits.use(payload.commitOffsetsIfNecessary);
     this.#ready();
     const st = this.#state(batch.topic, batch.partition);
     const logical = this.#d.names.logical(batch.topic);
@@ -420,170 +431,18 @@ export class KafkaSubscription implements Subscription {
       this.#d.stats.handled++;
       return true;
     } catch (err) {
-      return this.#failed(d, err);
+      return this.#failures.handle(d, err);
     }
   }
 
   #afterTask(): void {
-    this.#scheduleCommit();
+    this.#commits.schedule();
     if (this.#capacityPaused.size === 0) return;
     for (const p of this.#capacityPaused) {
       if (p.pending > this.#s.maxInFlightPerPartition / 2) continue;
       p.capacityPaused = false;
       this.#capacityPaused.delete(p);
       if (!p.dueTimer) this.#resume(p);
-    }
-  }
-
-  // ------------------------------------------------------------------------------------------
-  // Failures: retry topics and dead letters
-  // ------------------------------------------------------------------------------------------
-
-  /**
-   * A rejected handler, classified with `classifyError`:
-   * - `retryable: false` -> the dead-letter topic with its code;
-   * - retryable -> attempt + 1 if `countsAsAttempt` (else unchanged); beyond `maxAttempts` -> the
-   *   dead-letter topic with MAX_ATTEMPTS_EXCEEDED; otherwise the retry topic of the delay for the
-   *   current attempt, with the new attempt and the due time in headers.
-   * The copy is produced with acks=all BEFORE the record counts as finished (its offset may be
-   * committed), retried with backoff while the broker refuses it; during close() it is given up after
-   * a few tries and the original is simply not committed (it comes back on the next start).
-   *
-   * The dead-letter recorder never dead-letters into its own topic (that would loop): a dead letter
-   * it cannot record goes back through its slowest retry topic, attempt unchanged, and is logged.
-   */
-  async #failed(d: Delivery, err: unknown): Promise<boolean> {
-    const c = classifyError(err);
-    const next = c.countsAsAttempt ? d.attempt + 1 : d.attempt;
-    const recorder = this.consumer === DEAD_LETTER_CONSUMER;
-    if (!c.retryable || next > this.retry.maxAttempts) {
-      const reason = c.retryable ? 'MAX_ATTEMPTS_EXCEEDED' : c.code;
-      const error = c.retryable ? `${c.code}: ${c.message}` : c.message;
-      if (recorder) {
-        this.#d.logger.error({ id: d.id, reason, err: error }, 'the dead-letter recorder cannot record a dead letter; keeping it in its retry topic');
-        const slowest = Math.max(...this.#retryTopics.values());
-        return this.#toRetry(d, d.attempt, slowest);
-      }
-      return this.#toDeadLetters(d, reason, error);
-    }
-    return this.#toRetry(d, next, redeliveryDelayMs(this.retry, d.attempt));
-  }
-
-  async #toRetry(d: Delivery, attempt: number, delayMs: number): Promise<boolean> {
-    const topic = this.#d.names.retryTopic(this.consumer, delayMs);
-    const headers = {
-      ...d.headers,
-      [RETRY_ATTEMPT_HEADER]: String(attempt),
-      [RETRY_TOPIC_HEADER]: d.topic,
-      [RETRY_DUE_HEADER]: String(Date.now() + delayMs),
-    };
-    const stored = await this.#store(topic, { key: d.key ?? null, value: d.body, headers }, `retry in ${delayMs} ms`);
-    if (stored === true) {
-      this.#d.stats.retried++;
-      return true;
-    }
-    if (stored === false) return false;
-    // The broker refuses the copy for good (it grew past the size limit with its headers).
-    return this.#toDeadLetters(d, stored.code, stored.message);
-  }
-
-  async #toDeadLetters(d: Delivery, reason: string, error: string): Promise<boolean> {
-    const topic = this.#d.names.topic(DEAD_LETTER_TOPIC);
-    const headers = deadLetterHeaders(d, this.consumer, reason, error);
-    for (;;) {
-      const stored = await this.#store(topic, { key: d.key ?? null, value: d.body, headers }, `dead letter (${reason})`);
-      if (stored === true) {
-        this.#d.stats.deadLettered++;
-        return true;
-      }
-      if (stored === false) return false;
-      // Not even the dead-letter topic takes it: an operator must raise the limit. Never dropped.
-      this.#d.logger.error({ id: d.id, err: stored.message }, 'the dead-letter topic refuses a dead letter; retrying in 30 s');
-      if (!(await this.#sleep(30_000))) return false;
-    }
-  }
-
-  /** true: stored; false: given up because the subscription closes; else a permanent refusal. */
-  async #store(topic: string, message: Message, what: string): Promise<true | false | { code: string; message: string }> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.#d.produce(topic, message);
-        return true;
-      } catch (err) {
-        const f = classifyProduceError(err);
-        if (!f.retryable) return { code: f.code, message: f.message };
-        this.#d.logger.warn({ group: this.#group, topic, err: f.message, attempt }, `could not produce the ${what}; retrying`);
-        if (this.#closing && attempt >= 2) return false;
-        if (!(await this.#sleep(Math.min(100 * 2 ** attempt, 5_000)))) return false;
-      }
-    }
-  }
-
-  /** Waits; false if the subscription closed meanwhile (checked after the wait). */
-  async #sleep(ms: number): Promise<boolean> {
-    await new Promise((r) => setTimeout(r, this.#closing ? Math.min(ms, 100) : ms));
-    return !this.#closing;
-  }
-
-  // ------------------------------------------------------------------------------------------
-  // Commits
-  // ------------------------------------------------------------------------------------------
-
-  #scheduleCommit(): void {
-    if (this.#commitTimer || this.#closing) return;
-    this.#commitTimer = setTimeout(() => {
-      this.#commitTimer = undefined;
-      void this.#flush();
-    }, this.#s.commitIntervalMs);
-  }
-
-  /** Commits every partition whose watermark moved; one OffsetCommit request for all of them. */
-  #flush(): Promise<void> {
-    if (this.#flushing) {
-      this.#flushAgain = true;
-      return this.#flushing;
-    }
-    this.#flushing = this.#commitWatermarks()
-      .catch((err: unknown) => this.#d.logger.warn({ group: this.#group, err: errorMessage(err) }, 'kafka offset commit round failed'))
-      .finally(() => {
-        this.#flushing = undefined;
-        if (this.#flushAgain) {
-          this.#flushAgain = false;
-          this.#scheduleCommit();
-        }
-      });
-    return this.#flushing;
-  }
-
-  async #commitWatermarks(): Promise<void> {
-    const commit = this.#commit;
-    if (!commit) return;
-    const byTopic = new Map<string, { partition: number; offset: string }[]>();
-    const sent: [PartitionState, bigint][] = [];
-    for (const st of this.#parts.values()) {
-      if (!st.needsCommit()) continue;
-      const w = st.watermark()!;
-      let list = byTopic.get(st.topic);
-      if (!list) byTopic.set(st.topic, (list = []));
-      list.push({ partition: st.partition, offset: w.toString() });
-      sent.push([st, w]);
-    }
-    if (sent.length > 0) {
-      try {
-        await commit({ topics: [...byTopic].map(([topic, partitions]) => ({ topic, partitions })) });
-        this.#d.stats.commits++;
-        for (const [st, w] of sent) if (st.committed === undefined || w > st.committed) st.committed = w;
-      } catch (err) {
-        // A rebalance in progress or a generation change: the next flush, after the rejoin, commits
-        // again (the watermark only moves forward). Nothing is lost by a late commit, only redelivered.
-        this.#d.logger.debug({ group: this.#group, err: errorMessage(err) }, 'kafka offset commit failed; retrying');
-        this.#flushAgain = true;
-        return;
-      }
-    }
-    // Forget partitions taken away by a rebalance once nothing of theirs is left to commit.
-    for (const [k, st] of this.#parts) {
-      if (st.revoked && st.pending === 0 && !st.needsCommit() && !st.dueTimer) this.#parts.delete(k);
     }
   }
 
@@ -616,14 +475,7 @@ export class KafkaSubscription implements Subscription {
       st.dueTimer = undefined;
     }
     while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
-    if (this.#commitTimer) clearTimeout(this.#commitTimer);
-    this.#commitTimer = undefined;
-    for (let i = 0; i < 3 && [...this.#parts.values()].some((st) => st.needsCommit()); i++) {
-      if (this.#flushing) await this.#flushing;
-      this.#flushAgain = false;
-      await this.#flush();
-    }
-    if ([...this.#parts.values()].some((st) => st.needsCommit())) {
+    if (!(await this.#commits.final())) {
       this.#d.logger.warn({ group: this.#group }, 'kafka offsets of finished records not committed at close: they will be delivered again');
     }
     await consumer?.disconnect().catch((err: unknown) => {
@@ -631,39 +483,5 @@ export class KafkaSubscription implements Subscription {
     });
     this.#consumer = undefined;
     this.#d.onClosed(this);
-  }
-}
-
-/** Handler slots of a subscription, handed out in request order; close() turns waiters away. */
-class Slots {
-  #free: number;
-  #closed = false;
-  readonly #waiters = new Fifo<(ok: boolean) => void>();
-
-  constructor(size: number) {
-    this.#free = Math.max(1, size);
-  }
-
-  tryTake(): boolean {
-    if (this.#closed || this.#free === 0 || this.#waiters.length > 0) return false;
-    this.#free--;
-    return true;
-  }
-
-  /** Resolves true with a slot, or false when closed. */
-  take(): Promise<boolean> {
-    if (this.#closed) return Promise.resolve(false);
-    return new Promise((resolve) => this.#waiters.push(resolve));
-  }
-
-  give(): void {
-    const next = this.#waiters.shift();
-    if (next && !this.#closed) next(true);
-    else this.#free++;
-  }
-
-  close(): void {
-    this.#closed = true;
-    for (let w = this.#waiters.shift(); w; w = this.#waiters.shift()) w(false);
   }
 }

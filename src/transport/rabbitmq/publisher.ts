@@ -1,7 +1,7 @@
 import type { Channel, ConfirmChannel, Message, Options } from 'amqplib';
 import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { PublishError, type PublishErrorCode } from '../contract.js';
+import { PublishError, type PublishErrorCode, type PublishFailure } from '../contract.js';
 import type { ConnectionManager } from './connection.js';
 
 /** A message as it goes on the wire: exchange and AMQP properties already decided. */
@@ -255,12 +255,12 @@ export class ConfirmPublisher {
         }
         writable = st.ch.publish(m.exchange, m.routingKey, m.body, m.options, (err: unknown) => this.#confirmed(st, p, err));
       } catch (err) {
-        // IllegalOperationError when the channel closed under us; RangeError for headers > 64 KiB
-        // (amqplib 2.3.1): the latter is this message's fault and no retry fixes it.
+        // IllegalOperationError when the channel closed under us; RangeError for a header table
+        // over 64 KiB (amqplib 2.3.1): the latter is this message's fault and no retry fixes it.
         forget(st, p);
         const range = err instanceof RangeError;
         batch.settle(i, {
-          code: range ? 'PUBLISH_FAILED' : 'CHANNEL_CLOSED',
+          code: range ? 'MESSAGE_TOO_LARGE' : 'CHANNEL_CLOSED',
           retryable: !range,
           message: errorMessage(err),
         });
@@ -376,18 +376,9 @@ function waitDrain(st: ChannelState, deadline: number): Promise<void> {
 }
 
 function throwIfFailed(batch: Batch): void {
-  const failed: { id: string; f: Failure }[] = [];
+  const failures: PublishFailure[] = [];
   batch.outcomes.forEach((f, i) => {
-    if (f) failed.push({ id: batch.messages[i]!.id, f });
+    if (f) failures.push({ id: batch.messages[i]!.id, ...f });
   });
-  if (failed.length === 0) return;
-  const byCode = new Map<string, number>();
-  for (const x of failed) byCode.set(x.f.code, (byCode.get(x.f.code) ?? 0) + 1);
-  const first = failed[0]!.f;
-  const summary = [...byCode].map(([c, n]) => `${c} x${n}`).join(', ');
-  throw new PublishError(`${failed.length} of ${batch.messages.length} messages not confirmed (${summary}): ${first.message}`, {
-    code: first.code,
-    retryable: failed.every((x) => x.f.retryable),
-    failedIds: failed.map((x) => x.id),
-  });
+  if (failures.length > 0) throw PublishError.of(failures, batch.messages.length);
 }

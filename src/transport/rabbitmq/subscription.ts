@@ -6,19 +6,24 @@ import {
   DEAD_LETTER_CONSUMER,
   H,
   PublishError,
+  asDeadLetter,
   deadLetterHeaders,
-  redeliveryDelayMs,
+  type DeadLetterSink,
   type Delivery,
   type Handler,
   type RedeliveryPolicy,
   type Subscription,
 } from '../contract.js';
+import { routeFailure, type FailureFacts, type FailureRoute } from '../failure-routing.js';
 import { ChannelAcks } from './acks.js';
 import { backoffMs, type ConnectionManager, type ReconnectPolicy } from './connection.js';
 import { RECORDER_ATTEMPT_HEADER, TOPIC_HEADER, republishOptions, toDelivery } from './delivery.js';
 import type { Names } from './names.js';
 import type { ConfirmPublisher } from './publisher.js';
 import type { TopologyRegistry } from './topology.js';
+
+/** Pause before a requeue whose copy could not be stored: a broker refusing publishes is not hammered. */
+const COPY_RETRY_PAUSE_MS = 1_000;
 
 export interface SubscriptionDeps {
   readonly connection: ConnectionManager;
@@ -29,7 +34,7 @@ export interface SubscriptionDeps {
   readonly events: EventEmitter;
   readonly reconnect: ReconnectPolicy;
   readonly timeoutMs: number;
-  readonly stats: { acksDropped: number; consumerRestarts: number };
+  readonly stats: { acksDropped: number; consumerRestarts: number; recordedDirectly: number };
 }
 
 /** The channel a delivery came on. Acks are only valid there: delivery tags are per channel. */
@@ -59,6 +64,8 @@ export class RabbitSubscription implements Subscription {
   #timer: NodeJS.Timeout | undefined;
   #wakeTimer: (() => void) | undefined;
   readonly #inFlight = new Set<Promise<void>>();
+  /** Wakers of the pauses before a requeue, called by close(). */
+  readonly #pauses = new Set<() => void>();
 
   constructor(
     deps: SubscriptionDeps,
@@ -67,6 +74,7 @@ export class RabbitSubscription implements Subscription {
     readonly handler: Handler,
     readonly prefetch: number,
     readonly retry: RedeliveryPolicy,
+    readonly sink: DeadLetterSink | undefined,
   ) {
     this.#d = deps;
     this.#queue = deps.names.queue(consumer);
@@ -133,6 +141,8 @@ export class RabbitSubscription implements Subscription {
 
   async #close(): Promise<void> {
     this.#closed = true;
+    for (const wake of this.#pauses) wake();
+    this.#pauses.clear();
     if (this.#timer) clearTimeout(this.#timer);
     this.#wakeTimer?.();
     // A restart still in progress is not awaited (it may be waiting for a connection that never
@@ -247,56 +257,99 @@ export class RabbitSubscription implements Subscription {
   }
 
   /**
-   * A rejected handler: dead-letter (permanent, or out of attempts) or park the message in the
-   * retry queue for its delay, each copy confirmed BEFORE the original is acked (at least once).
-   * Never a hot requeue: nack-requeue loops pin the broker's CPU (rabbitmq/rabbitmq-server#1020).
+   * A rejected handler: `routeFailure` decides, this carries it out. Every copy (retry or dead
+   * letter) is confirmed BEFORE the original is acked (at least once); a copy the broker refuses for
+   * good (an AMQP header table over 64 KiB cannot be encoded) is routed again with that fact, which
+   * sends the message to Postgres through the DeadLetterSink. Never a hot requeue: nack-requeue
+   * loops pin the broker's CPU (rabbitmq/rabbitmq-server#1020), so the original goes back to the
+   * queue only after a pause.
    */
   async #failed(gen: Generation, msg: ConsumeMessage, d: Delivery, err: unknown): Promise<void> {
-    if (!gen.acks.alive) {
-      // The delivering channel is gone: the broker redelivers the original, so a copy would be a duplicate.
-      this.#d.stats.acksDropped++;
-      return;
-    }
-    const c = classifyError(err);
-    const { names } = this.#d;
-    let exchange: string;
-    let routingKey: string;
-    let options: Options.Publish;
-    let what: string;
-    const next = c.countsAsAttempt ? d.attempt + 1 : d.attempt;
-    if (!c.retryable || next > this.retry.maxAttempts) {
-      const reason = c.retryable ? 'MAX_ATTEMPTS_EXCEEDED' : c.code;
-      const error = c.retryable ? `${c.code}: ${c.message}` : c.message;
-      exchange = names.deadLetterExchange;
-      routingKey = this.consumer;
-      options = republishOptions(d, deadLetterHeaders(d, this.consumer, reason, error));
-      what = `dead letter (${reason})`;
-    } else {
-      const delay = redeliveryDelayMs(this.retry, d.attempt);
-      exchange = '';
-      routingKey = names.retryQueue(this.consumer, delay);
-      const counter = this.#isDlq ? RECORDER_ATTEMPT_HEADER : H.attempt;
-      options = republishOptions(d, d.headers, { [counter]: String(next), [TOPIC_HEADER]: d.topic });
-      what = `retry in ${delay} ms (attempt ${next})`;
-    }
-    try {
-      await this.#d.publisher.send([{ id: d.id ?? '', exchange, routingKey, body: d.body, options }]);
-    } catch (pubErr) {
-      // The copy is not safely stored: keep the original. A requeue here is not a hot loop in
-      // normal operation (it only happens while the broker refuses publishes), and quorum's
-      // x-delivery-limit bounds it.
-      this.#d.logger.warn({ consumer: this.consumer, id: d.id, err: errorMessage(pubErr) }, `could not publish the ${what}; requeueing`);
-      if (pubErr instanceof PublishError && pubErr.code === 'UNROUTABLE') {
-        // A retry or dead-letter queue was deleted under us: declare it again before the
-        // requeued original comes back, or it would bounce straight back here.
-        await this.#d.topology
-          .ensureConsumer(this.consumer, this.topics, this.retry.delaysMs)
-          .catch((e: unknown) => this.#d.logger.warn({ consumer: this.consumer, err: errorMessage(e) }, 're-declaring the retry queues failed'));
+    const error = classifyError(err);
+    let refused: FailureFacts['refused'];
+    for (;;) {
+      if (!gen.acks.alive) {
+        // The delivering channel is gone: the broker redelivers the original, so a copy would be a duplicate.
+        this.#d.stats.acksDropped++;
+        return;
       }
-      this.#nack(gen, msg);
+      const route = routeFailure({ error, attempt: d.attempt, policy: this.retry, recorder: this.#isDlq, sink: this.sink !== undefined, refused });
+      if (route.action === 'hold') {
+        this.#d.logger.error({ consumer: this.consumer, id: d.id, why: route.why, retryInMs: route.delayMs }, 'a failed message cannot be stored anywhere; holding it');
+        await this.#pause(route.delayMs);
+        this.#nack(gen, msg);
+        return;
+      }
+      if (route.action === 'record') {
+        try {
+          await this.sink!.record(asDeadLetter(d, this.consumer, route.reason, route.error));
+        } catch (sinkErr) {
+          this.#d.logger.warn({ consumer: this.consumer, id: d.id, err: errorMessage(sinkErr) }, 'could not record the dead letter in the database; requeueing after a pause');
+          await this.#pause(COPY_RETRY_PAUSE_MS);
+          this.#nack(gen, msg);
+          return;
+        }
+        this.#d.stats.recordedDirectly++;
+        this.#d.logger.warn({ consumer: this.consumer, id: d.id, reason: route.reason }, 'the broker refused the copy; dead letter recorded in the database directly');
+        this.#ack(gen, msg);
+        return;
+      }
+      const copy = this.#copy(d, route);
+      try {
+        await this.#d.publisher.send([{ id: d.id ?? '', exchange: copy.exchange, routingKey: copy.routingKey, body: d.body, options: copy.options }]);
+      } catch (pubErr) {
+        if (pubErr instanceof PublishError && !pubErr.retryable) {
+          refused = { copy: route.action, code: pubErr.code, message: pubErr.message };
+          continue;
+        }
+        // The broker refuses publishes for now: keep the original and hand it back after a pause.
+        this.#d.logger.warn({ consumer: this.consumer, id: d.id, err: errorMessage(pubErr) }, `could not publish the ${copy.what}; requeueing after a pause`);
+        if (pubErr instanceof PublishError && pubErr.code === 'UNROUTABLE') {
+          // A retry or dead-letter queue was deleted under us: declare it again before the
+          // requeued original comes back, or it would bounce straight back here.
+          await this.#d.topology
+            .ensureConsumer(this.consumer, this.topics, this.retry.delaysMs)
+            .catch((e: unknown) => this.#d.logger.warn({ consumer: this.consumer, err: errorMessage(e) }, 're-declaring the retry queues failed'));
+        }
+        await this.#pause(COPY_RETRY_PAUSE_MS);
+        this.#nack(gen, msg);
+        return;
+      }
+      this.#d.logger.debug({ consumer: this.consumer, id: d.id, code: error.code }, copy.what);
+      this.#ack(gen, msg);
       return;
     }
-    this.#d.logger.debug({ consumer: this.consumer, id: d.id, code: c.code }, what);
-    this.#ack(gen, msg);
+  }
+
+  /** Where the copy of a retry or dead-letter route goes, with which AMQP properties. */
+  #copy(d: Delivery, route: Extract<FailureRoute, { action: 'retry' | 'dead-letter' }>): { exchange: string; routingKey: string; options: Options.Publish; what: string } {
+    const { names } = this.#d;
+    if (route.action === 'dead-letter') {
+      return {
+        exchange: names.deadLetterExchange,
+        routingKey: this.consumer,
+        options: republishOptions(d, deadLetterHeaders(d, this.consumer, route.reason, route.error)),
+        what: `dead letter (${route.reason})`,
+      };
+    }
+    const counter = this.#isDlq ? RECORDER_ATTEMPT_HEADER : H.attempt;
+    return {
+      exchange: '',
+      routingKey: names.retryQueue(this.consumer, route.delayMs),
+      options: republishOptions(d, d.headers, { [counter]: String(route.attempt), [TOPIC_HEADER]: d.topic }),
+      what: `retry in ${route.delayMs} ms (attempt ${route.attempt})`,
+    };
+  }
+
+  /** Waits before a requeue; cut short by close() (closing the channel returns the message anyway). */
+  async #pause(ms: number): Promise<void> {
+    if (this.#closed) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.#pauses.add(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
   }
 }

@@ -47,6 +47,8 @@ export interface RabbitMqStats {
   /** Acks not sent because the delivering channel had closed (the broker redelivers those). */
   readonly acksDropped: number;
   readonly consumerRestarts: number;
+  /** Failed messages whose copy the broker refused, recorded in Postgres through the DeadLetterSink. */
+  readonly recordedDirectly: number;
 }
 
 /**
@@ -82,7 +84,7 @@ export async function createRabbitMqTransport(opts: RabbitMqTransportOptions): P
   const connectionName = opts.connectionName ?? `sagaflow${namespace ? `:${namespace}` : ''}:${process.pid}:${randomBytes(4).toString('hex')}`;
   const events = new EventEmitter();
   const names = new Names(namespace);
-  const stats = { acksDropped: 0, consumerRestarts: 0 };
+  const stats = { acksDropped: 0, consumerRestarts: 0, recordedDirectly: 0 };
   const subscriptions = new Set<RabbitSubscription>();
   let closed = false;
 
@@ -127,7 +129,9 @@ export async function createRabbitMqTransport(opts: RabbitMqTransportOptions): P
         // mandatory: an unroutable message comes back as basic.return instead of being confirmed
         // and dropped; topics declared requireRoute: false accept "nobody listens".
         mandatory: !topology.isOptionalTopic(m.topic),
-        contentType: 'application/json',
+        // The envelope's own content type (CloudEvents structured mode or legacy JSON) as the AMQP
+        // property, where the CloudEvents AMQP binding reads it.
+        contentType: m.headers?.['content-type'] ?? 'application/json',
         messageId: m.id,
         type: m.type,
         headers: standardHeaders(m),
@@ -155,6 +159,7 @@ export async function createRabbitMqTransport(opts: RabbitMqTransportOptions): P
         handler,
         subOpts?.prefetch ?? defaultPrefetch,
         subOpts?.retry ?? DEFAULT_REDELIVERY,
+        subOpts?.deadLetterSink,
       );
       await s.start();
       subscriptions.add(s);
