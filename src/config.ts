@@ -93,6 +93,13 @@ export const envSchema = z.object({
   SAGAFLOW_RETAIN_INBOX: duration.prefault('7d'),
   SAGAFLOW_RETAIN_RESOLVED_DEAD_LETTERS: duration.prefault('30d'),
   SAGAFLOW_RETAIN_AUDIT: duration.prefault('365d'),
+  /** Worker /healthz, /readyz and /metrics; 0 (the default) = not served. */
+  SAGAFLOW_HEALTH_PORT: int(0, 65535).default(0),
+  SAGAFLOW_HEALTH_HOST: z.string().min(1).default('127.0.0.1'),
+  /** /healthz answers 503 once the event loop was blocked this long. */
+  SAGAFLOW_HEALTH_STUCK_MS: int(100, 3_600_000).default(10_000),
+  /** OpenTelemetry tracing (SDK loaded only then; configured by the standard OTEL_* variables). */
+  SAGAFLOW_OTEL: z.enum(['0', '1']).default('0'),
   /** off: ignore the module's circuit breakers (every command is sent at once, as without them). */
   SAGAFLOW_CIRCUITS: z.enum(['on', 'off']).default('on'),
   /** Reliability testing only: publish every outgoing message twice. */
@@ -155,6 +162,8 @@ function toConfig(e: Env) {
       resolvedDeadLettersMs: e.SAGAFLOW_RETAIN_RESOLVED_DEAD_LETTERS,
       auditMs: e.SAGAFLOW_RETAIN_AUDIT,
     },
+    health: { port: e.SAGAFLOW_HEALTH_PORT, host: e.SAGAFLOW_HEALTH_HOST, stuckMs: e.SAGAFLOW_HEALTH_STUCK_MS },
+    otel: e.SAGAFLOW_OTEL === '1',
     circuits: e.SAGAFLOW_CIRCUITS === 'on',
     faults: { duplicatePublish: e.SAGAFLOW_FAULT_DUPLICATE_PUBLISH === '1' },
   };

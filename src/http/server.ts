@@ -1,4 +1,5 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { Registry } from 'prom-client';
 import type { AdminToken } from '../config.js';
 import type { Db } from '../db/db.js';
 import { assertSchemaCurrent } from '../db/migrate.js';
@@ -37,6 +38,7 @@ import { uiRoutes } from './ui/routes.js';
  *   GET  /readyz                           no auth; 200 { ready: true } once the database answers and its
  *                                          schema is current, else 503 with the reason (the /v1 routes
  *                                          answer 503 meanwhile)
+ *   GET  /metrics                          no auth; Prometheus text (when built with a registry)
  *   GET  /v1/sagas                         read   ?status&type&since&limit&cursor -> { items, nextCursor }
  *   GET  /v1/sagas/:id                     read   the saga with its step history (`steps`)
  *   POST /v1/sagas/:id/replay              admin  { fromStep?, force?, dryRun?, reason? } -> { outcome, plan, auditId }
@@ -78,6 +80,8 @@ export interface AdminServerDeps {
   readonly readiness?: ReadinessOptions;
   /** The dashboard under /ui (see ui/routes.ts): its sessions' lifetime and cookie; false leaves it out. */
   readonly ui?: SessionOptions | false;
+  /** Served at /metrics without authentication, as Prometheus scrapes (counts and ages, no saga data). */
+  readonly metrics?: Registry;
 }
 
 /**
@@ -170,6 +174,10 @@ export function buildAdminServer(deps: AdminServerDeps): FastifyInstance {
 
   // Liveness: the process serves. Whether it can do anything useful is /readyz.
   app.get('/healthz', async () => ({ ok: true }));
+  const registry = deps.metrics;
+  if (registry) {
+    app.get('/metrics', async (_request, reply) => reply.header('content-type', registry.contentType).send(await registry.metrics()));
+  }
   app.get('/readyz', async (request, reply) => {
     const s = await readiness.probe();
     if (s.ready) return { ready: true };

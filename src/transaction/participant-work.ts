@@ -15,6 +15,7 @@ import type { Inbound } from './decode.js';
 import type { ParticipantDefinition, Reply } from '../participant/definition.js';
 import type { Work } from './run.js';
 import { APPLIED } from './outcome.js';
+import { passTraceHeaders, type HandlerSpan, type SagaTracing } from '../observability/tracing.js';
 
 export interface ParticipantConsumerDeps {
   readonly participant: ParticipantDefinition;
@@ -25,6 +26,7 @@ export interface ParticipantConsumerDeps {
   readonly graceMs: number;
   readonly logger: Logger;
   readonly onHandled: (count: number) => void;
+  readonly tracing?: SagaTracing | undefined;
 }
 
 const ECHOED = Object.values(STEP_HEADERS);
@@ -34,8 +36,12 @@ export function replyId(commandId: string, participant: string): string {
   return derivedId(`${commandId}:reply:${participant}`);
 }
 
-/** The reply a participant sends for `r` to command `env` (exported for the wire-protocol examples). */
-export function buildReply(participant: string, env: Envelope, r: Reply, format: WireFormat, logger: Logger): OutgoingMessage | undefined {
+/**
+ * The reply a participant sends for `r` to command `env` (exported for the wire-protocol examples).
+ * It continues the command's trace: from this participant's span when tracing is on here, else
+ * with the command's trace context passed on as it came.
+ */
+export function buildReply(participant: string, env: Envelope, r: Reply, format: WireFormat, logger: Logger, span?: HandlerSpan): OutgoingMessage | undefined {
   const parsed = r.message.schema.safeParse(r.payload);
   if (!parsed.success) {
     throw new PermanentError('SCHEMA_INVALID', `participant ${participant} built an invalid ${r.message.type}: ${describeIssues(parsed.error)}`);
@@ -47,6 +53,8 @@ export function buildReply(participant: string, env: Envelope, r: Reply, format:
   const headers = env.headers ?? {};
   const echoed: Record<string, string> = {};
   for (const k of ECHOED) if (headers[k] !== undefined) echoed[k] = headers[k];
+  if (span) Object.assign(echoed, span.headers());
+  else passTraceHeaders(headers, echoed);
   const reply: Envelope = {
     id: replyId(env.id, participant),
     type: r.message.type,
@@ -83,6 +91,7 @@ export function participantWork(deps: ParticipantConsumerDeps): Work<Inbound> {
     let handled = 0;
     for (const [type, group] of groups) {
       const h = participant.handlers.get(type)!;
+      const spans = deps.tracing ? group.map((item) => deps.tracing!.participantMessage(participant.name, participant.consumer, item.envelope)) : undefined;
       // A throw aborts the batch's transaction; the batch is then re-run one message at a time.
       const replies = await h.handle({
         tx,
@@ -95,16 +104,25 @@ export function participantWork(deps: ParticipantConsumerDeps): Work<Inbound> {
             idempotencyKey: `${env.sagaId ?? env.correlationId}:${headers[STEP_HEADERS.step] ?? env.type}:${headers[STEP_HEADERS.phase] ?? 'forward'}`,
           };
         }),
+      }).catch((err: unknown) => {
+        for (const s of spans ?? []) s.end(err);
+        throw err;
       });
       if (replies.length !== group.length) {
         throw new PermanentError('HANDLER_ERROR', `participant ${participant.name}: the ${type} batch handler returned ${replies.length} replies for ${group.length} commands`);
       }
       handled += group.length;
-      group.forEach((item, k) => {
-        const r = replies[k];
-        const out = r ? buildReply(participant.name, item.envelope, r, deps.wireFormat, logger) : undefined;
-        if (out) messages.push(out);
-      });
+      try {
+        group.forEach((item, k) => {
+          const r = replies[k];
+          const out = r ? buildReply(participant.name, item.envelope, r, deps.wireFormat, logger, spans?.[k]) : undefined;
+          spans?.[k]?.end();
+          if (out) messages.push(out);
+        });
+      } catch (err) {
+        for (const s of spans ?? []) s.end(err);
+        throw err;
+      }
     }
     const written = await writeBatch(tx, { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs }, { sagas: [], steps: [], messages, deletes });
     return { outcomes: outcomes.all(), written, committed: () => deps.onHandled(handled) };

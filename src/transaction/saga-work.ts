@@ -15,6 +15,7 @@ import { APPLIED, failed } from './outcome.js';
 import { applyPending, resumeWaiting, type VersionDeps } from './waiting.js';
 import type { PendingInput } from '../saga/pending-store.js';
 import { waitingReason } from '../saga/versions.js';
+import type { SagaTracing } from '../observability/tracing.js';
 
 export interface SagaConsumerDeps {
   /** The saga type this orchestrator runs: new sagas start on its newest version in `versions.defs`. */
@@ -27,6 +28,7 @@ export interface SagaConsumerDeps {
   readonly transitions: TransitionSettings;
   readonly logger: Logger;
   readonly onApplied: (applied: readonly AppliedDecision[]) => void;
+  readonly tracing?: SagaTracing | undefined;
 }
 
 /** Codes a decision can reject with that are worth a later retry (the reply may beat its saga's commit). */
@@ -84,7 +86,15 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
         outcomes.set(index, { kind: 'applied', note: 'PARKED_FOR_DEFINITION' });
         continue;
       }
-      const d = await tr.apply(tx, own, sagaId, input, { messageId: env.id });
+      const span = deps.tracing?.sagaMessage(own.name, sagaId, env, input.kind === 'start' ? 'start' : 'reply');
+      let d: Awaited<ReturnType<TransitionBatch['apply']>>;
+      try {
+        d = await tr.apply(tx, own, sagaId, input, { messageId: env.id, trace: span });
+      } catch (err) {
+        span?.end(err);
+        throw err;
+      }
+      span?.end();
       const cursor = (d.instance ?? tr.instance(sagaId))?.state.cursor;
       const headers = env.headers ?? {};
       // Which step and attempt the message concerns: the reply's own headers, else where the saga is.

@@ -7,6 +7,7 @@ import type { SagaStore } from '../saga/store.js';
 import { parkSaga, type ParkedSaga } from './park.js';
 import { TransitionBatch, type AppliedDecision, type TransitionSettings } from './transitions.js';
 import { applyPending, resumeWaiting, type VersionDeps } from './waiting.js';
+import type { SagaTracing } from '../observability/tracing.js';
 
 export interface TimerWorkDeps {
   readonly db: Db;
@@ -21,6 +22,7 @@ export interface TimerWorkDeps {
   readonly onApplied: (applied: readonly AppliedDecision[]) => void;
   /** How long a saga whose timer transition threw waits before its timer is tried again. */
   readonly parkMs: number;
+  readonly tracing?: SagaTracing | undefined;
 }
 
 export interface TimerRoundResult {
@@ -81,7 +83,15 @@ async function fire(deps: TimerWorkDeps, claim: (tx: Queryable) => ReturnType<Sa
     for (const saga of due) {
       // Parked inputs that moved the saga on made its old timer moot (their transition set its own).
       if (tr.instance(saga.id)!.version !== saga.version) continue;
-      const d = await tr.apply(tx, deps.versions.defs.get(saga.type, saga.definitionVersion)!, saga.id, { kind: 'timer', deadline: saga.deadlineDue }, { messageId: undefined });
+      const span = deps.tracing?.sagaTimer(saga.type, saga.id);
+      let d: Awaited<ReturnType<TransitionBatch['apply']>>;
+      try {
+        d = await tr.apply(tx, deps.versions.defs.get(saga.type, saga.definitionVersion)!, saga.id, { kind: 'timer', deadline: saga.deadlineDue }, { messageId: undefined, trace: span });
+      } catch (err) {
+        span?.end(err);
+        throw err;
+      }
+      span?.end();
       if (d.outcome !== 'applied') deps.logger.debug({ sagaId: saga.id, code: d.code }, 'timer ignored');
     }
     return tr;

@@ -11,6 +11,7 @@ import type { InputRowWrite, SagaWrite, StepRowWrite } from '../saga/store.js';
 import { pathOf } from '../saga/path.js';
 import type { OutgoingMessage } from '../transport/contract.js';
 import type { WrittenMessage } from '../outbox/dispatcher.js';
+import type { TransitionTrace } from '../observability/tracing.js';
 import type { GateTx, Gates } from './gates.js';
 import { writeBatch, type WriteStores } from './write.js';
 
@@ -47,6 +48,12 @@ export function transitionSettings(
     gates: o.gates,
     recordInputs: o.recordInputs ?? true,
   };
+}
+
+/** What prompted a transition: the message (if any), and the span tracing it (when tracing is on). */
+export interface TransitionCause {
+  readonly messageId: string | undefined;
+  readonly trace?: TransitionTrace | undefined;
 }
 
 export interface AppliedDecision {
@@ -93,7 +100,7 @@ export class TransitionBatch {
     def: SagaDefinition,
     sagaId: string,
     input: SagaInput,
-    cause: { messageId: string | undefined },
+    cause: TransitionCause,
   ): Promise<Decision> {
     // The caller learns what became of its input (the first decision); local steps chained after
     // it are recorded as further transitions of the same saga.
@@ -128,7 +135,8 @@ export class TransitionBatch {
     return hold.size === 0 ? d : decide(def, inst, input, { ...this.cfg.decide, hold });
   }
 
-  #record(def: SagaDefinition, d: Decision, cause: { messageId: string | undefined }, input: SagaInput): void {
+  #record(def: SagaDefinition, d: Decision, cause: TransitionCause, input: SagaInput): void {
+    cause.trace?.decision(d);
     const inst = d.instance!;
     if (this.cfg.recordInputs) {
       this.#inputs.push({ sagaId: inst.id, version: inst.version, definitionVersion: inst.definitionVersion, input, result: pathOf(d) });
@@ -157,7 +165,7 @@ export class TransitionBatch {
         replyTo: def.topic,
         source: `/sagaflow/sagas/${def.name}`,
         occurredAt,
-        headers: c.headers,
+        headers: cause.trace ? cause.trace.commandHeaders({ id: c.id, type: c.message.type, topic: c.message.topic, headers: c.headers }) : c.headers,
         payload: c.payload,
       };
       this.messages.push(outgoing(c.message.topic!, inst.id, env, this.cfg.wireFormat));

@@ -41,6 +41,9 @@ import { breakerPolicies } from '../resilience/policy.js';
 import { runTransactional, type Work } from '../transaction/run.js';
 import type { MessageOutcome } from '../transaction/outcome.js';
 import { DEFAULT_WIRE_FORMAT, type WireFormat } from '../messages/wire.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { SagaTracing } from '../observability/tracing.js';
+import { observeApplied, observeBatch, reasonLabel } from '../observability/worker-hooks.js';
 
 export type Role = 'all' | 'orchestrator' | 'participants';
 
@@ -76,6 +79,10 @@ export interface WorkerOptions {
   readonly circuits?: boolean;
   /** How long a process trusts its cached view of a closed breaker (default 500 ms). */
   readonly circuitRefreshMs?: number;
+  /** Prometheus metrics to update (none when absent). */
+  readonly metrics?: Metrics;
+  /** OpenTelemetry spans of the message path (no tracing work at all when absent). */
+  readonly tracing?: SagaTracing;
 }
 
 export interface SagaChange {
@@ -197,7 +204,9 @@ export function createWorker(deps: {
   const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random, wireFormat: o.wireFormat, gates, recordInputs: o.recordInputs });
   const defs = new DefinitionSet(sagas);
   const versions: VersionDeps = { defs, pending: new PendingInputStore(schema), recorder, logger, warnMissing: warnOnce(logger, defs) };
+  const { metrics, tracing } = o;
   const onApplied = (applied: readonly AppliedDecision[]) => {
+    if (metrics) observeApplied(metrics, applied);
     let minWake = Infinity;
     for (const a of applied) {
       const inst = a.decision.instance!;
@@ -213,7 +222,7 @@ export function createWorker(deps: {
     if (minWake !== Infinity) timers?.wakeIn(minWake);
   };
   if (defs.size > 0) {
-    timers = new TimerService({ db, sagas: sagaStore, outbox, versions, transitions, dispatcher, graceMs, logger, onApplied }, o.timers);
+    timers = new TimerService({ db, sagas: sagaStore, outbox, versions, transitions, dispatcher, graceMs, logger, onApplied, tracing }, o.timers);
   }
 
   const subscriptions: Subscription[] = [];
@@ -243,18 +252,28 @@ export function createWorker(deps: {
     }
   }
 
-  function consumerHandler(registry: MessageRegistry, work: Work<Inbound>, kind: 'saga' | 'participant'): Handler {
+  function consumerHandler(registry: MessageRegistry, work: Work<Inbound>, kind: 'saga' | 'participant', consumer: string): Handler {
     const batcher = new Batcher<Inbound, void>({
       maxBatch: o.maxBatch ?? 64,
       maxConcurrent: o.maxConcurrentBatches ?? 2,
       run: async (items) => {
+        const started = metrics || tracing ? performance.now() : 0;
+        const span = tracing?.transaction(consumer, items.map((i) => i.envelope));
         const outcomes = await runTransactional({ db, dispatcher, logger }, items, work);
         if (kind === 'saga') await parkMismatched(items, outcomes);
-        return outcomes.map((out): Outcome<void> => {
+        let batchDuplicates = 0;
+        const results = outcomes.map((out): Outcome<void> => {
           if (out.kind === 'failed') return { ok: false, error: out.error };
-          if (out.kind === 'duplicate') duplicates++;
+          if (out.kind === 'duplicate') batchDuplicates++;
           return { ok: true, value: undefined };
         });
+        duplicates += batchDuplicates;
+        if (metrics) {
+          observeBatch(metrics, consumer, results, (performance.now() - started) / 1000);
+          if (batchDuplicates) metrics.inboxDuplicates.inc({ consumer }, batchDuplicates);
+        }
+        span?.end(results.find((out) => !out.ok && !(out.error instanceof SagaflowError && !out.error.retryable)) ? 'batch failed' : undefined);
+        return results;
       },
     });
     batchers.push(batcher);
@@ -263,7 +282,13 @@ export function createWorker(deps: {
       timers?.touch();
       deliveriesSincePrune++;
       // Decoding and validation happen once, here, before any database work.
-      const item = decodeDelivery(delivery, registry, maxBytes);
+      let item: Inbound;
+      try {
+        item = decodeDelivery(delivery, registry, maxBytes);
+      } catch (err) {
+        metrics?.handled(consumer, 'dead_letter');
+        throw err;
+      }
       await batcher.submit(item);
     };
   }
@@ -272,6 +297,7 @@ export function createWorker(deps: {
   async function recordDeadLetter(d: Delivery): Promise<void> {
     const rec = await recorder.record(db, d);
     deadLettersRecorded++;
+    metrics?.deadLetters.inc({ reason: reasonLabel(rec.reasonCode) });
     logger.warn({ messageId: rec.messageId, consumer: rec.consumer, reason: rec.reasonCode, error: rec.error }, 'dead letter recorded');
     events.emit('deadLetter', rec);
   }
@@ -317,10 +343,10 @@ export function createWorker(deps: {
       // The sink takes a failed message whose retry or dead-letter copy the broker refuses for good.
       const subOpts = { prefetch: o.prefetch ?? 512, retry: o.retry ?? DEFAULT_REDELIVERY, deadLetterSink: { record: recordDeadLetter } };
       for (const def of defs.newestOfEach()) {
-        const work = sagaWork({ type: def.name, versions, sagas: sagaStore, inbox, outbox, graceMs, transitions, logger, onApplied });
+        const work = sagaWork({ type: def.name, versions, sagas: sagaStore, inbox, outbox, graceMs, transitions, logger, onApplied, tracing });
         // Replies of every version this worker has are understood (older ones may expect other types).
         const registry = new MessageRegistry(defs.all().filter((d) => d.name === def.name).flatMap((d) => d.registry.all()));
-        subscriptions.push(await transport.subscriber.subscribe([def.topic], def.consumer, consumerHandler(registry, work, 'saga'), subOpts));
+        subscriptions.push(await transport.subscriber.subscribe([def.topic], def.consumer, consumerHandler(registry, work, 'saga', def.consumer), subOpts));
       }
       for (const p of participants) {
         const registry = new MessageRegistry([...p.handlers.values()].map((h) => h.message));
@@ -333,8 +359,9 @@ export function createWorker(deps: {
           graceMs,
           logger,
           onHandled: (count) => events.emit('handled', { participant: p.name, count }),
+          tracing,
         });
-        subscriptions.push(await transport.subscriber.subscribe(p.topics, p.consumer, consumerHandler(registry, work, 'participant'), subOpts));
+        subscriptions.push(await transport.subscriber.subscribe(p.topics, p.consumer, consumerHandler(registry, work, 'participant', p.consumer), subOpts));
       }
       if (o.recordDeadLetters ?? true) {
         subscriptions.push(await transport.subscriber.subscribe([DEAD_LETTER_TOPIC], DEAD_LETTER_CONSUMER, recordDeadLetter, subOpts));

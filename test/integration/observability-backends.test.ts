@@ -9,7 +9,7 @@
  * Maven or no Maven repository for Zipkin) makes its tests skip, with the reason in the test name
  * and a warning. Anything else that goes wrong fails.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,8 +17,9 @@ import { ROOT_CONTEXT, SpanKind, defaultTextMapSetter, trace } from '@openteleme
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { Counter, Histogram, Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { prometheusVersion, startPrometheus, type PrometheusServer, type PromSample } from '../../scripts/observability/prometheus.js';
-import { ensureZipkinJar, fetchZipkinTrace, startZipkin, type ZipkinServer, type ZipkinSpan } from '../../scripts/observability/zipkin.js';
+import { startPrometheus, type PrometheusServer, type PromSample } from '../../scripts/observability/prometheus.js';
+import { fetchZipkinTrace, startZipkin, type ZipkinServer, type ZipkinSpan } from '../../scripts/observability/zipkin.js';
+import { prometheusUnavailable, zipkinUnavailable } from '../helpers/observability-backends.js';
 import { seededRandom } from '../helpers/seed.js';
 import { waitFor } from '../helpers/wait.js';
 import { zipkinTracing } from '../helpers/zipkin-tracing.js';
@@ -26,32 +27,8 @@ import { zipkinTracing } from '../helpers/zipkin-tracing.js';
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const log = (m: string): void => console.log(`[observability test] ${m}`);
 
-/** Undefined when Prometheus runs here, else why it cannot be had (after trying the install script). */
-function prometheusUnavailable(): string | undefined {
-  if (prometheusVersion().ok) return undefined;
-  log('no prometheus binary: running scripts/observability/install.sh');
-  const r = spawnSync('bash', [join(ROOT, 'scripts/observability/install.sh')], { encoding: 'utf8', timeout: 10 * 60_000 });
-  const v = prometheusVersion();
-  return v.ok ? undefined : `${v.reason}; install.sh: ${`${r.stdout}${r.stderr}`.trim().split('\n').slice(-3).join(' / ')}`;
-}
-
-/** Undefined when the Zipkin jar is in the cache (fetched now if need be); else why it cannot be had. */
-async function zipkinUnavailable(): Promise<string | undefined> {
-  const java = spawnSync(process.env.JAVA_HOME ? join(process.env.JAVA_HOME, 'bin', 'java') : 'java', ['-version'], { timeout: 30_000 });
-  if (java.error || java.status !== 0) return `no Java runtime (${java.error?.message ?? `exit ${java.status}`}); Zipkin needs Java 17+`;
-  try {
-    await ensureZipkinJar(undefined, log);
-    return undefined;
-  } catch (err) {
-    const message = (err as Error).message;
-    // Only "Maven cannot fetch it" is "cannot be installed"; any other error is a failure.
-    if (/^(Cannot run Maven|Maven failed)/.test(message)) return message.split('\n').slice(0, 3).join(' / ');
-    throw err;
-  }
-}
-
-const noPrometheus = prometheusUnavailable();
-const noZipkin = await zipkinUnavailable();
+const noPrometheus = prometheusUnavailable(log);
+const noZipkin = await zipkinUnavailable(log);
 for (const [name, reason] of [['Prometheus', noPrometheus], ['Zipkin', noZipkin]] as const) {
   if (reason) console.warn(`[observability test] WARNING: ${name} cannot be installed here, its tests are SKIPPED: ${reason}`);
 }

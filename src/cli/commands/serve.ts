@@ -1,5 +1,7 @@
 import { UsageError } from '../../errors.js';
+import { Registry, collectDefaultMetrics } from 'prom-client';
 import { buildAdminServer } from '../../http/server.js';
+import { Metrics } from '../../observability/metrics.js';
 import { transitionSettings } from '../../transaction/transitions.js';
 import type { CliContext } from '../context.js';
 import { moduleRegistry } from '../../module.js';
@@ -21,7 +23,13 @@ export async function serveCommand(ctx: CliContext, opts: { module: string; host
   const host = opts.host ?? config.adminHost;
   const mod = await loadModule(opts.module, process.env);
   const db = ctx.db();
+  // The admin service's /metrics: the database-backed gauges (outbox backlog, timer lag) and its
+  // own pool and process; the message-path counters are the workers' (each serves its own).
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  new Metrics(registry, { db, schema: config.schema });
   const app = buildAdminServer({
+    metrics: registry,
     db,
     schema: config.schema,
     sagas: mod.sagas ?? [],

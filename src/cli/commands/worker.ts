@@ -1,4 +1,5 @@
 import { DefinitionError, UsageError, errorMessage } from '../../errors.js';
+import { setupObservability } from '../../observability/setup.js';
 import { parseNameList, selectParticipants, type ParticipantSelection } from '../../participant/select.js';
 import { createTransport } from '../../transport/create.js';
 import { createWorker, workerOptionsFrom, type Role } from '../../worker/worker.js';
@@ -25,14 +26,23 @@ export async function workerCommand(ctx: CliContext, opts: WorkerCommandOptions)
   const participants = participantSelection(opts, mod.participants ?? []);
   const { config, logger } = ctx;
   const db = ctx.db();
+  const obs = await setupObservability({ config, db, env: process.env, logger, serviceName: `sagaflow-${opts.role}` });
   const transport = await createTransport(config, logger, { clientId: opts.name ?? `sagaflow-${opts.role}` });
   const worker = createWorker({
     db,
     transport,
     module: mod,
     logger,
-    options: workerOptionsFrom(config, { role: opts.role as Role, participants }),
+    options: workerOptionsFrom(config, {
+      role: opts.role as Role,
+      participants,
+      ...(obs.metrics ? { metrics: obs.metrics } : {}),
+      ...(obs.tracing ? { tracing: obs.tracing } : {}),
+    }),
   });
+  let started = false;
+  // Before start: /healthz answers at once and /readyz says "starting" until the worker consumes.
+  const ops = await obs.serve({ transport, started: () => started });
   let stopping: Promise<void> | undefined;
   let stopped!: () => void;
   const done = new Promise<void>((resolve) => (stopped = resolve));
@@ -45,6 +55,7 @@ export async function workerCommand(ctx: CliContext, opts: WorkerCommandOptions)
     stopping = (async () => {
       await worker.stop();
       await transport.close();
+      await obs.close();
     })().finally(stopped);
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
@@ -59,8 +70,11 @@ export async function workerCommand(ctx: CliContext, opts: WorkerCommandOptions)
     stop('fatal');
   });
   await worker.start();
+  started = true;
   const running = opts.role === 'orchestrator' ? [] : selectParticipants(mod.participants ?? [], participants).map((p) => p.name);
-  process.stdout.write(`${JSON.stringify({ event: 'worker-ready', role: opts.role, participants: running, transport: config.transport, pid: process.pid })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ event: 'worker-ready', role: opts.role, participants: running, transport: config.transport, pid: process.pid, ...(ops ? { ops: ops.url } : {}) })}\n`,
+  );
   await done;
   // One machine-readable line for supervisors and the bench: what this process did.
   process.stdout.write(`${JSON.stringify({ event: 'worker-stopped', pid: process.pid, stats: worker.stats() })}\n`);
