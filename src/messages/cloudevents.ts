@@ -25,6 +25,7 @@ export const HEADER_ATTRIBUTES: Readonly<Record<string, string>> = Object.freeze
   'sagaflow-attempt': 'attempt',
   'sagaflow-seq': 'seq',
   'sagaflow-saga-type': 'sagatype',
+  'sagaflow-deadline-ms': 'deadlinems',
 });
 const ATTRIBUTE_HEADERS: Readonly<Record<string, string>> = Object.freeze(
   Object.fromEntries(Object.entries(HEADER_ATTRIBUTES).map(([h, a]) => [a, h])),
@@ -64,6 +65,7 @@ export const cloudEventSchema = z.object({
   attempt: headerValue.optional(),
   seq: headerValue.optional(),
   sagatype: headerValue.optional(),
+  deadlinems: z.string().regex(/^[0-9]{1,12}$/).or(z.number().int().min(1).transform(String)).optional(),
 });
 export type CloudEvent = z.input<typeof cloudEventSchema>;
 
