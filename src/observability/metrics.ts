@@ -34,6 +34,8 @@ export class Metrics {
   readonly stepDuration: Histogram<'saga_type' | 'step' | 'kind' | 'status'>;
   readonly messagesHandled: Counter<'consumer' | 'outcome'>;
   readonly inboxDuplicates: Counter<'consumer'>;
+  readonly kafkaConsumerLag: Gauge<'consumer' | 'topic'>;
+  readonly #lag = new Map<string, Map<number, number>>();
   readonly deadLetters: Counter<'reason'>;
   readonly batchSize: Histogram<'consumer'>;
   readonly transactionDuration: Histogram<'consumer' | 'outcome'>;
@@ -103,6 +105,12 @@ export class Metrics {
       buckets: DURATION_BUCKETS,
       registers,
     });
+    this.kafkaConsumerLag = new Gauge({
+      name: 'sagaflow_kafka_consumer_lag_messages',
+      help: 'Kafka records beyond what the consumer has taken, summed over its partitions, as of each partition’s last fetch.',
+      labelNames: ['consumer', 'topic'],
+      registers,
+    });
     if (!sources) return;
     const read = (): Promise<DbSnapshot> => this.#read();
     new Gauge({
@@ -164,6 +172,17 @@ export class Metrics {
   batch(consumer: string, size: number, seconds: number, ok: boolean): void {
     this.batchSize.observe({ consumer }, size);
     this.transactionDuration.observe({ consumer, outcome: ok ? 'ok' : 'error' }, seconds);
+  }
+
+  /** A Kafka fetch saw `messages` records of `partition` beyond what the consumer took (per-partition values summed). */
+  consumerLag(consumer: string, topic: string, partition: number, messages: number): void {
+    const key = `${consumer}\u0000${topic}`;
+    let parts = this.#lag.get(key);
+    if (!parts) this.#lag.set(key, (parts = new Map()));
+    parts.set(partition, messages);
+    let sum = 0;
+    for (const v of parts.values()) sum += v;
+    this.kafkaConsumerLag.set({ consumer, topic }, sum);
   }
 
   handled(consumer: string, outcome: MessageOutcome, n = 1): void {

@@ -55,3 +55,21 @@ export function observeBatch(metrics: Metrics, consumer: string, outcomes: reado
 export function reasonLabel(code: string): string {
   return /^[A-Z][A-Z0-9_]{0,47}$/.test(code) ? code : 'OTHER';
 }
+
+/**
+ * Feeds `sagaflow_kafka_consumer_lag_messages` from the 'lag' events the Kafka transport emits per
+ * fetched batch (read duck-typed: other transports emit none). Returns the unsubscribe.
+ */
+export function watchConsumerLag(transport: object, metrics: Metrics): () => void {
+  const events = (transport as { events?: { on?: unknown; off?: unknown } }).events;
+  if (!events || typeof events.on !== 'function' || typeof events.off !== 'function') return () => {};
+  const emitter = events as { on(e: string, l: (a: unknown) => void): unknown; off(e: string, l: (a: unknown) => void): unknown };
+  const onLag = (a: unknown) => {
+    const l = a as { consumer?: unknown; topic?: unknown; partition?: unknown; messages?: unknown } | null;
+    if (typeof l?.consumer === 'string' && typeof l.topic === 'string' && typeof l.partition === 'number' && typeof l.messages === 'number') {
+      metrics.consumerLag(l.consumer, l.topic, l.partition, l.messages);
+    }
+  };
+  emitter.on('lag', onLag);
+  return () => emitter.off('lag', onLag);
+}

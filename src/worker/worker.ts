@@ -43,7 +43,7 @@ import type { MessageOutcome } from '../transaction/outcome.js';
 import { DEFAULT_WIRE_FORMAT, type WireFormat } from '../messages/wire.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { SagaTracing } from '../observability/tracing.js';
-import { observeApplied, observeBatch, reasonLabel } from '../observability/worker-hooks.js';
+import { observeApplied, observeBatch, reasonLabel, watchConsumerLag } from '../observability/worker-hooks.js';
 
 export type Role = 'all' | 'orchestrator' | 'participants';
 
@@ -231,6 +231,7 @@ export function createWorker(deps: {
   let duplicates = 0;
   let repliesParked = 0;
   let pruneTimer: NodeJS.Timeout | undefined;
+  let stopLagWatch: (() => void) | undefined;
   // Deliveries since the last inbox pruning: an idle worker does not prune (nothing new to age out
   // that cannot wait), so it sends no query at all.
   let deliveriesSincePrune = 0;
@@ -338,6 +339,7 @@ export function createWorker(deps: {
     }),
 
     async start() {
+      if (metrics) stopLagWatch = watchConsumerLag(transport, metrics);
       await assertSchemaCurrent(db, schema);
       await transport.declare(topology());
       // The sink takes a failed message whose retry or dead-letter copy the broker refuses for good.
@@ -382,6 +384,7 @@ export function createWorker(deps: {
 
     async stop() {
       if (pruneTimer) clearInterval(pruneTimer);
+      stopLagWatch?.();
       await Promise.allSettled(subscriptions.splice(0).map((s) => s.close()));
       await Promise.allSettled(batchers.map((b) => b.idle()));
       await timers?.stop();

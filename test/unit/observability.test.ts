@@ -5,7 +5,7 @@ import { Metrics } from '../../src/observability/metrics.js';
 import { watchBroker } from '../../src/observability/broker-state.js';
 import { samplerFrom } from '../../src/observability/sdk.js';
 import { extractSpanContext, passTraceHeaders, sagaRootContext, sagaTraceId, traceHeaders } from '../../src/observability/tracing.js';
-import { reasonLabel } from '../../src/observability/worker-hooks.js';
+import { reasonLabel, watchConsumerLag } from '../../src/observability/worker-hooks.js';
 import { decodeMessage, encodeMessage } from '../../src/messages/wire.js';
 
 describe('trace context in envelope headers', () => {
@@ -127,5 +127,24 @@ describe('metrics while the database is away', () => {
     expect(back).toMatch(/^sagaflow_outbox_backlog_messages 3$/m);
     expect(back).toMatch(/^sagaflow_outbox_oldest_age_seconds 1.5$/m);
     expect(back).toMatch(/^sagaflow_timer_lag_seconds 0$/m);
+  });
+});
+
+describe('Kafka consumer lag from transport events', () => {
+  it('sums the partitions of a consumer and topic, ignores malformed events, and stops on dispose', async () => {
+    const registry = new Registry();
+    const metrics = new Metrics(registry);
+    const transport = { events: new EventEmitter() };
+    const stop = watchConsumerLag(transport, metrics);
+    const value = async () => (await registry.getSingleMetric('sagaflow_kafka_consumer_lag_messages')!.get()).values.find((v) => v.labels.consumer === 'c')?.value;
+    transport.events.emit('lag', { consumer: 'c', topic: 't', partition: 0, messages: 5 });
+    transport.events.emit('lag', { consumer: 'c', topic: 't', partition: 1, messages: 7 });
+    expect(await value()).toBe(12);
+    transport.events.emit('lag', { consumer: 'c', topic: 't', partition: 0, messages: 0 });
+    transport.events.emit('lag', { consumer: 'c', topic: 't', partition: 'x', messages: 99 });
+    expect(await value()).toBe(7);
+    stop();
+    transport.events.emit('lag', { consumer: 'c', topic: 't', partition: 1, messages: 100 });
+    expect(await value()).toBe(7);
   });
 });

@@ -328,6 +328,8 @@ export class KafkaSubscription implements Subscription {
     const st = this.#state(batch.topic, batch.partition);
     const logical = this.#d.names.logical(batch.topic);
     let all = true;
+    // The first offset not yet handed to a handler: the consumer lag is what lies beyond it.
+    let next = batch.messages.length > 0 ? BigInt(batch.firstOffset()!) : BigInt(batch.highWatermark);
     for (const m of batch.messages) {
       const offset = BigInt(m.offset);
       if (st.fetchedUpTo !== undefined && offset < st.fetchedUpTo) {
@@ -355,9 +357,13 @@ export class KafkaSubscription implements Subscription {
       }
       this.#dispatch(st, offset, toDelivery(m, logical, st.retry));
       payload.resolveOffset(m.offset);
+      next = offset + 1n;
     }
     // Control records (transactions) after the last message need no handler.
     if (all && batch.messages.length > 0) st.advanceTo(BigInt(batch.lastOffset()) + 1n);
+    // For the consumer-lag metric: records of this partition the broker holds beyond what was dispatched.
+    const lag = BigInt(batch.highWatermark) - (all && batch.messages.length > 0 ? BigInt(batch.lastOffset()) + 1n : next);
+    this.#d.events.emit('lag', { consumer: this.consumer, topic: logical, partition: batch.partition, messages: Number(lag > 0n ? lag : 0n) });
   }
 
   /** Pause a retry partition until its head record is due; resume() at that time, no polling. */
