@@ -1,7 +1,7 @@
 import type { Queryable } from '../db/db.js';
 import { NotFoundError } from '../errors.js';
 import type { SagaStore } from '../saga/store.js';
-import { HISTORY_FORMAT, type SagaHistory } from '../testing/replay.js';
+import { HISTORY_FORMAT, type SagaHistory } from '../saga/history.js';
 
 /** A saga's recorded inputs as a history file's content (`sagaflow history export`). */
 export async function historyOf(db: Queryable, store: SagaStore, sagaId: string): Promise<SagaHistory> {

@@ -2,28 +2,11 @@ import { readFileSync } from 'node:fs';
 import { SagaflowError } from '../errors.js';
 import type { SagaDefinition } from '../saga/definition.js';
 import { decide, type SagaInput } from '../saga/engine.js';
+import { HISTORY_FORMAT, type SagaHistory } from '../saga/history.js';
 import { describeInput, pathOf, type PathSummary } from '../saga/path.js';
 import type { SagaInstance } from '../saga/state.js';
 
-/** What `sagaflow history export` writes: a saga's applied inputs in order, each with the path it took. */
-export interface SagaHistory {
-  readonly format: typeof HISTORY_FORMAT;
-  readonly sagaId: string;
-  readonly sagaType: string;
-  /** The definition version the saga started on. */
-  readonly definitionVersion: number;
-  readonly inputs: readonly HistoryEntry[];
-}
-
-export interface HistoryEntry {
-  /** The saga version the input produced. */
-  readonly version: number;
-  readonly definitionVersion: number;
-  readonly input: { readonly kind: string } & Record<string, unknown>;
-  readonly path: PathSummary;
-}
-
-export const HISTORY_FORMAT = 'sagaflow.history/1';
+export { HISTORY_FORMAT, type HistoryEntry, type SagaHistory } from '../saga/history.js';
 
 export interface ReplayResult {
   /** Inputs replayed (all of them, unless the history crosses an operator's migration). */

@@ -1,21 +1,38 @@
-import type { Config } from '../config.js';
 import { DependencyError, SagaflowError, type Dependency } from '../errors.js';
 import { redactUrl, type Logger } from '../log.js';
 import { withFaults } from './faults.js';
 import { MemoryTransport } from './memory.js';
 import type { Transport } from './contract.js';
+import type { GroupTiming } from './kafka/group-timing.js';
+
+/**
+ * What choosing and connecting a transport needs from the configuration. Declared here, not taken
+ * from config.ts, so the transport layer does not import the composition root above it (the
+ * process configuration satisfies it structurally).
+ */
+export interface TransportConfig {
+  readonly transport: 'memory' | 'rabbitmq' | 'kafka';
+  readonly amqpUrl: string;
+  readonly kafkaBrokers: readonly string[];
+  readonly namespace: string;
+  readonly rabbitQueueType: 'classic' | 'quorum';
+  readonly prefetch: number;
+  readonly kafkaPartitions: number;
+  readonly kafkaGroup: Readonly<GroupTiming>;
+  readonly faults: { readonly duplicatePublish: boolean };
+}
 
 /**
  * Builds the configured transport. The broker clients are imported only when chosen, so a
  * memory-transport process never loads amqplib or kafkajs.
  */
-export async function createTransport(config: Config, logger: Logger, overrides: { clientId?: string } = {}): Promise<Transport> {
+export async function createTransport(config: TransportConfig, logger: Logger, overrides: { clientId?: string } = {}): Promise<Transport> {
   const transport = await connect(config, logger, overrides);
   if (config.faults.duplicatePublish) logger.warn('fault injection: every message is published twice');
   return withFaults(transport, config.faults);
 }
 
-async function connect(config: Config, logger: Logger, overrides: { clientId?: string }): Promise<Transport> {
+async function connect(config: TransportConfig, logger: Logger, overrides: { clientId?: string }): Promise<Transport> {
   switch (config.transport) {
     case 'memory':
       return new MemoryTransport();
@@ -44,7 +61,7 @@ async function connect(config: Config, logger: Logger, overrides: { clientId?: s
 }
 
 /** The configured broker as an operator knows it: its name, address (password masked) and the variable that sets it. */
-export function brokerAddress(config: Config): { dependency: Dependency; address: string; setting: string } | null {
+export function brokerAddress(config: TransportConfig): { dependency: Dependency; address: string; setting: string } | null {
   switch (config.transport) {
     case 'memory':
       return null;
@@ -56,12 +73,12 @@ export function brokerAddress(config: Config): { dependency: Dependency; address
 }
 
 /** A broker that cannot be reached, in one line (see DependencyError): not a bare `connect ECONNREFUSED ...`. */
-export function brokerUnreachable(config: Config, cause: unknown): Error {
+export function brokerUnreachable(config: TransportConfig, cause: unknown): Error {
   const b = brokerAddress(config);
   return cause instanceof SagaflowError || !b ? (cause as Error) : new DependencyError(b.dependency, b.address, b.setting, cause);
 }
 
-function unreachable(config: Config): (err: unknown) => never {
+function unreachable(config: TransportConfig): (err: unknown) => never {
   return (err) => {
     throw brokerUnreachable(config, err);
   };
