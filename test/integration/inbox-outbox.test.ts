@@ -393,6 +393,8 @@ describe('(e) publish failures', () => {
     await r.runOnce();
     await waitFor('the retryable row to be published', () => publisher.confirmedIds(), (ids) => ids.has(flaky.id), { timeoutMs: 10_000 });
     expect(publisher.confirmedIds()).toEqual(new Set([flaky.id, fine.id]));
+    // The relay deletes a published row in its own transaction after the confirm: wait for it.
+    await waitFor('the published rows to be deleted', outboxRows, (rows) => rows.length === 1, { timeoutMs: 10_000 });
     expect(await outboxRows()).toEqual([{ message_id: big.id, attempts: 1, last_error: 'too large', parked: true }]);
     expect(await store.counts(db)).toEqual({ pending: 0, parked: 1 });
   });
