@@ -28,6 +28,7 @@ import { MemoryTransport } from '../transport/memory.js';
 import { createWorker, type Worker } from '../worker/worker.js';
 import { VirtualClock } from './clock.js';
 import { ScriptBook, type DeliveredCommand, type Script } from './scripts.js';
+import { mulberry32 } from './random.js';
 
 // History replay (`sagaflow history export` files against a changed definition) belongs to the same kit.
 export { replayHistory, replayHistoryFiles, readHistory, HistoryDivergence, HISTORY_FORMAT, type SagaHistory, type HistoryEntry, type ReplayResult } from './replay.js';
@@ -122,18 +123,6 @@ async function releaseEmbedded(): Promise<void> {
   await (await s.server).stop();
 }
 
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    // mulberry32: a small, good enough generator for jitter.
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -171,7 +160,7 @@ export async function createSagaTestKit(opts: SagaTestKitOptions): Promise<SagaT
         schema,
         retry: { maxAttempts: opts.deliveryAttempts ?? 3, delaysMs: [0] },
         outboxGraceMs: 0,
-        random: seeded(opts.seed ?? 1),
+        random: mulberry32(opts.seed ?? 1),
         // Timers are fired by advance(); the safety-net polls would only add queries.
         relay: { fallbackPollMs: 0, idlePollMs: 0 },
         timers: { fallbackPollMs: 0, idlePollMs: 0 },
