@@ -12,15 +12,14 @@ import { seededRandom } from '../helpers/seed.js';
 import { waitFor } from '../helpers/wait.js';
 import {
   checkInvariants,
-  cleanupRabbit,
   closeRabbitConnections,
-  dropSchemas,
   e2eEnv,
   placeOrders,
   poisonCommand,
   prepare,
   rabbitQueueDepths,
   statusCounts,
+  tearDownRabbitRun,
   testTransport,
   unhandledErrors,
   waitAllTerminal,
@@ -52,11 +51,7 @@ afterEach(async () => {
   const run = current;
   current = undefined;
   if (!run) return;
-  const codes = await Promise.all(run.workers.map((w) => w.stop()));
-  await run.transport.close();
-  await cleanupRabbit(run.env).catch(() => undefined);
-  await dropSchemas(run.db, run.env);
-  await run.db.close();
+  const codes = await tearDownRabbitRun(run);
   // A graceful stop drains and exits 0 (the SIGTERM path, docs/fault-matrix.md W6).
   expect(codes.every((c) => c === 0 || c === null)).toBe(true);
 });
