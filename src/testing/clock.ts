@@ -10,14 +10,21 @@ import type pg from 'pg';
  */
 export class VirtualClock {
   #offsetMs = 0;
+  #failure: Error | undefined;
   readonly #seen = new WeakMap<pg.PoolClient, number>();
 
   constructor(pool: pg.Pool) {
     pool.on('acquire', (client) => {
       if (this.#seen.get(client) === this.#offsetMs) return;
-      this.#seen.set(client, this.#offsetMs);
+      const offset = this.#offsetMs;
+      this.#seen.set(client, offset);
       // The offset is a number we produce: interpolating it is safe, and SET takes no parameters.
-      client.query(`SET sagaflow.clock_offset_ms = '${this.#offsetMs}'`).catch(() => undefined);
+      // A SET that fails would leave this connection on another clock: forget it (set again on the
+      // next checkout) and keep the error for the next advance() to throw, never swallow it.
+      client.query(`SET sagaflow.clock_offset_ms = '${offset}'`).catch((err: unknown) => {
+        this.#seen.delete(client);
+        this.#failure ??= err instanceof Error ? err : new Error(String(err));
+      });
     });
   }
 
@@ -28,6 +35,7 @@ export class VirtualClock {
 
   advance(ms: number): void {
     if (!Number.isFinite(ms) || ms < 0) throw new Error(`time only moves forward: advance(${ms})`);
+    if (this.#failure) throw new Error(`sagaflow/testing: the virtual clock could not be set on a connection: ${this.#failure.message}`);
     this.#offsetMs += ms;
   }
 }
