@@ -7,6 +7,7 @@
 # Exit code 0 also when Prometheus cannot be installed here (not Debian, no root, no package): the
 # tests that need it then skip loudly, saying so; this script prints why on stderr.
 set -uo pipefail
+. "$(dirname "$0")/../lib/debian-packages.sh"
 
 have_prometheus() {
   if [ -n "${SAGAFLOW_PROMETHEUS_BIN:-}" ]; then [ -x "$SAGAFLOW_PROMETHEUS_BIN" ]; else command -v prometheus >/dev/null 2>&1; fi
@@ -17,18 +18,7 @@ if have_prometheus; then
   exit 0
 fi
 
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "observability: no apt-get here; install Prometheus yourself and put it on PATH (or set SAGAFLOW_PROMETHEUS_BIN)" >&2
-  exit 0
-fi
-
-SUDO=''
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO='sudo -n'; else
-    echo "observability: not root and no password-less sudo: cannot apt-get install prometheus" >&2
-    exit 0
-  fi
-fi
+debian_sudo observability || exit 0
 
 # The package's maintainer scripts would start a system-wide Prometheus on :9090 (all interfaces).
 # The tests never use it (each starts its own on a free loopback port), so keep it from starting:
@@ -43,15 +33,10 @@ fi
 cleanup() { [ -n "$OWN_POLICY" ] && $SUDO rm -f "$POLICY"; }
 trap cleanup EXIT
 
-echo "observability: installing Debian package prometheus (once)"
 started=$(date +%s)
-# Package lists may be missing or stale on a fresh machine: update once, retry the install once.
-if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; then
-  $SUDO apt-get update -qq >/dev/null 2>&1 || echo "observability: apt-get update failed" >&2
-  if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; then
-    echo "observability: apt-get install prometheus failed; the Prometheus tests will skip" >&2
-    exit 0
-  fi
+if ! debian_install observability prometheus; then
+  echo "observability: the Prometheus tests will skip" >&2
+  exit 0
 fi
 
 # Should an init system have started the packaged service anyway, stop it: it is not ours to keep.
