@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { alive } from '../../src/local/embedded-postgres.js';
+import { waitFor } from '../helpers/wait.js';
 
 const root = new URL('../..', import.meta.url).pathname;
 const base = mkdtempSync(join(tmpdir(), 'sf-dev-'));
@@ -33,16 +34,6 @@ function env(): NodeJS.ProcessEnv {
   return e;
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 interface Ready {
   url: string;
   token: string;
@@ -60,11 +51,16 @@ describe('sagaflow dev', () => {
     child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
     const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
 
-    const ready = await until('the dev-ready line', () => {
-      if (child.exitCode !== null) throw new Error(`dev exited ${child.exitCode}: ${stderr}`);
-      const line = stdout.split('\n').find((l) => l.includes('"event":"dev-ready"'));
-      return line ? (JSON.parse(line) as Ready) : undefined;
-    }, 120_000);
+    const readyLine = await waitFor(
+      'the dev-ready line',
+      () => {
+        if (child.exitCode !== null) throw new Error(`dev exited ${child.exitCode}: ${stderr}`);
+        return stdout.split('\n').find((l) => l.includes('"event":"dev-ready"'));
+      },
+      (line) => line !== undefined,
+      { timeoutMs: 120_000, intervalMs: 50 },
+    );
+    const ready = JSON.parse(readyLine!) as Ready;
     console.log(`[dev] ready: ${ready.url}, embedded PostgreSQL on ${ready.database.port} (${ready.database.cold ? 'cold' : 'warm'} ${ready.database.startMs} ms)`);
     expect(ready.transport).toBe('memory');
     expect(ready.database).toMatchObject({ embedded: true, dataDir: join(base, 'slot-1', 'data') });
@@ -85,13 +81,16 @@ describe('sagaflow dev', () => {
     const res = await fetch(`${ready.url}/v1/messages`, { method: 'POST', headers, body: JSON.stringify({ type: 'PlaceOrder', payload: order }) });
     expect(res.status).toBe(202);
     const { sagaId } = (await res.json()) as { sagaId: string };
-    const saga = await until('the saga to complete', async () => {
-      const r = await fetch(`${ready.url}/v1/sagas/${sagaId}`, { headers });
-      if (r.status !== 200) return undefined;
-      const s = (await r.json()) as { status: string; steps: { step: string }[] };
-      return s.status === 'completed' ? s : undefined;
-    });
-    expect(saga.steps.map((s) => s.step)).toEqual(expect.arrayContaining(['reserveStock', 'chargePayment', 'shipOrder']));
+    const saga = await waitFor(
+      'the saga to complete',
+      async () => {
+        const r = await fetch(`${ready.url}/v1/sagas/${sagaId}`, { headers });
+        return r.status === 200 ? ((await r.json()) as { status: string; steps: { step: string }[] }) : undefined;
+      },
+      (s) => s?.status === 'completed',
+      { timeoutMs: 60_000 },
+    );
+    expect(saga!.steps.map((s) => s.step)).toEqual(expect.arrayContaining(['reserveStock', 'chargePayment', 'shipOrder']));
 
     child.kill('SIGINT');
     const code = await exited;
