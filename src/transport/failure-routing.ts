@@ -3,7 +3,7 @@ import { redeliveryDelayMs, type RedeliveryPolicy } from './contract.js';
 
 /**
  * What happens to a message whose handler rejected: ONE pure function for every transport. The
- * adapters (memory.ts, rabbitmq/subscription.ts, kafka/subscription.ts) only carry the route out
+ * adapters (memory.ts, rabbitmq/failures.ts, kafka/failures.ts) only carry the route out
  * and report back what the broker said about the copy it asked for.
  */
 export interface FailureFacts {

@@ -1,29 +1,15 @@
 import type { EventEmitter } from 'node:events';
-import type { Channel, ConsumeMessage, Options } from 'amqplib';
-import { classifyError, errorMessage } from '../../errors.js';
+import type { Channel, ConsumeMessage } from 'amqplib';
+import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import {
-  DEAD_LETTER_CONSUMER,
-  H,
-  PublishError,
-  asDeadLetter,
-  deadLetterHeaders,
-  type DeadLetterSink,
-  type Delivery,
-  type Handler,
-  type RedeliveryPolicy,
-  type Subscription,
-} from '../contract.js';
-import { routeFailure, type FailureFacts, type FailureRoute } from '../failure-routing.js';
+import { DEAD_LETTER_CONSUMER, type DeadLetterSink, type Delivery, type Handler, type RedeliveryPolicy, type Subscription } from '../contract.js';
 import { ChannelAcks } from './acks.js';
 import { backoffMs, type ConnectionManager, type ReconnectPolicy } from './connection.js';
-import { RECORDER_ATTEMPT_HEADER, TOPIC_HEADER, republishOptions, toDelivery } from './delivery.js';
+import { toDelivery } from './delivery.js';
+import { FailedDeliveries } from './failures.js';
 import type { Names } from './names.js';
 import type { ConfirmPublisher } from './publisher.js';
 import type { TopologyRegistry } from './topology.js';
-
-/** Pause before a requeue whose copy could not be stored: a broker refusing publishes is not hammered. */
-const COPY_RETRY_PAUSE_MS = 1_000;
 
 export interface SubscriptionDeps {
   readonly connection: ConnectionManager;
@@ -56,6 +42,7 @@ export class RabbitSubscription implements Subscription {
   readonly #d: SubscriptionDeps;
   readonly #queue: string;
   readonly #isDlq: boolean;
+  readonly #failures: FailedDeliveries;
   #gen: Generation | undefined;
   #genCounter = 0;
   #closed = false;
@@ -79,6 +66,19 @@ export class RabbitSubscription implements Subscription {
     this.#d = deps;
     this.#queue = deps.names.queue(consumer);
     this.#isDlq = consumer === DEAD_LETTER_CONSUMER;
+    this.#failures = new FailedDeliveries({
+      names: deps.names,
+      logger: deps.logger,
+      stats: deps.stats,
+      publisher: deps.publisher,
+      topology: deps.topology,
+      consumer,
+      topics,
+      retry,
+      sink,
+      recorder: this.#isDlq,
+      pause: (ms) => this.#pause(ms),
+    });
   }
 
   /** First start: a failure (e.g. 406 on the queue's arguments) rejects subscribe(). */
@@ -242,7 +242,9 @@ export class RabbitSubscription implements Subscription {
     try {
       await this.handler(delivery);
     } catch (err) {
-      await this.#failed(gen, msg, delivery, err);
+      const settle = await this.#failures.handle(delivery, err, () => gen.acks.alive);
+      if (settle === 'ack') this.#ack(gen, msg);
+      else if (settle === 'requeue') this.#nack(gen, msg);
       return;
     }
     this.#ack(gen, msg);
@@ -254,91 +256,6 @@ export class RabbitSubscription implements Subscription {
 
   #nack(gen: Generation, msg: ConsumeMessage): void {
     gen.acks.nack(msg);
-  }
-
-  /**
-   * A rejected handler: `routeFailure` decides, this carries it out. Every copy (retry or dead
-   * letter) is confirmed BEFORE the original is acked (at least once); a copy the broker refuses for
-   * good (an AMQP header table over 64 KiB cannot be encoded) is routed again with that fact, which
-   * sends the message to Postgres through the DeadLetterSink. Never a hot requeue: nack-requeue
-   * loops pin the broker's CPU (rabbitmq/rabbitmq-server#1020), so the original goes back to the
-   * queue only after a pause.
-   */
-  async #failed(gen: Generation, msg: ConsumeMessage, d: Delivery, err: unknown): Promise<void> {
-    const error = classifyError(err);
-    let refused: FailureFacts['refused'];
-    for (;;) {
-      if (!gen.acks.alive) {
-        // The delivering channel is gone: the broker redelivers the original, so a copy would be a duplicate.
-        this.#d.stats.acksDropped++;
-        return;
-      }
-      const route = routeFailure({ error, attempt: d.attempt, policy: this.retry, recorder: this.#isDlq, sink: this.sink !== undefined, refused });
-      if (route.action === 'hold') {
-        this.#d.logger.error({ consumer: this.consumer, id: d.id, why: route.why, retryInMs: route.delayMs }, 'a failed message cannot be stored anywhere; holding it');
-        await this.#pause(route.delayMs);
-        this.#nack(gen, msg);
-        return;
-      }
-      if (route.action === 'record') {
-        try {
-          await this.sink!.record(asDeadLetter(d, this.consumer, route.reason, route.error));
-        } catch (sinkErr) {
-          this.#d.logger.warn({ consumer: this.consumer, id: d.id, err: errorMessage(sinkErr) }, 'could not record the dead letter in the database; requeueing after a pause');
-          await this.#pause(COPY_RETRY_PAUSE_MS);
-          this.#nack(gen, msg);
-          return;
-        }
-        this.#d.stats.recordedDirectly++;
-        this.#d.logger.warn({ consumer: this.consumer, id: d.id, reason: route.reason }, 'the broker refused the copy; dead letter recorded in the database directly');
-        this.#ack(gen, msg);
-        return;
-      }
-      const copy = this.#copy(d, route);
-      try {
-        await this.#d.publisher.send([{ id: d.id ?? '', exchange: copy.exchange, routingKey: copy.routingKey, body: d.body, options: copy.options }]);
-      } catch (pubErr) {
-        if (pubErr instanceof PublishError && !pubErr.retryable) {
-          refused = { copy: route.action, code: pubErr.code, message: pubErr.message };
-          continue;
-        }
-        // The broker refuses publishes for now: keep the original and hand it back after a pause.
-        this.#d.logger.warn({ consumer: this.consumer, id: d.id, err: errorMessage(pubErr) }, `could not publish the ${copy.what}; requeueing after a pause`);
-        if (pubErr instanceof PublishError && pubErr.code === 'UNROUTABLE') {
-          // A retry or dead-letter queue was deleted under us: declare it again before the
-          // requeued original comes back, or it would bounce straight back here.
-          await this.#d.topology
-            .ensureConsumer(this.consumer, this.topics, this.retry.delaysMs)
-            .catch((e: unknown) => this.#d.logger.warn({ consumer: this.consumer, err: errorMessage(e) }, 're-declaring the retry queues failed'));
-        }
-        await this.#pause(COPY_RETRY_PAUSE_MS);
-        this.#nack(gen, msg);
-        return;
-      }
-      this.#d.logger.debug({ consumer: this.consumer, id: d.id, code: error.code }, copy.what);
-      this.#ack(gen, msg);
-      return;
-    }
-  }
-
-  /** Where the copy of a retry or dead-letter route goes, with which AMQP properties. */
-  #copy(d: Delivery, route: Extract<FailureRoute, { action: 'retry' | 'dead-letter' }>): { exchange: string; routingKey: string; options: Options.Publish; what: string } {
-    const { names } = this.#d;
-    if (route.action === 'dead-letter') {
-      return {
-        exchange: names.deadLetterExchange,
-        routingKey: this.consumer,
-        options: republishOptions(d, deadLetterHeaders(d, this.consumer, route.reason, route.error)),
-        what: `dead letter (${route.reason})`,
-      };
-    }
-    const counter = this.#isDlq ? RECORDER_ATTEMPT_HEADER : H.attempt;
-    return {
-      exchange: '',
-      routingKey: names.retryQueue(this.consumer, route.delayMs),
-      options: republishOptions(d, d.headers, { [counter]: String(route.attempt), [TOPIC_HEADER]: d.topic }),
-      what: `retry in ${route.delayMs} ms (attempt ${route.attempt})`,
-    };
   }
 
   /** Waits before a requeue; cut short by close() (closing the channel returns the message anyway). */

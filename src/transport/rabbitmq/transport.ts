@@ -1,11 +1,11 @@
-import { randomBytes } from 'node:crypto';
+export type { RabbitMqTransportOptions } from './settings.js';
 import { EventEmitter } from 'node:events';
-import type { Logger } from '../../log.js';
-import { ConnectionManager, type ReconnectPolicy } from './connection.js';
+import { ConnectionManager } from './connection.js';
 import { Names } from './names.js';
 import { ConfirmPublisher, type RawMessage } from './publisher.js';
+import { rabbitSettings, type RabbitMqTransportOptions } from './settings.js';
 import { RabbitSubscription } from './subscription.js';
-import { TopologyRegistry, type QueueType } from './topology.js';
+import { TopologyRegistry } from './topology.js';
 import {
   DEFAULT_REDELIVERY,
   PublishError,
@@ -18,29 +18,6 @@ import {
   type Transport,
   type TransportFeatures,
 } from '../contract.js';
-
-export interface RabbitMqTransportOptions {
-  readonly url: string;
-  /** Prefix of every exchange and queue name, the dead-letter and retry ones included. Default ''. */
-  readonly namespace?: string;
-  /** Default 'quorum' (replicated, delivery limit, at-least-once dead-lettering). */
-  readonly queueType?: QueueType;
-  /** Unacked deliveries per consumer unless subscribe() says otherwise. Default 512. */
-  readonly prefetch?: number;
-  readonly logger: Logger;
-  /** AMQP heartbeat in seconds. Default 10. In amqplib 2.x, 0 disables heartbeats. */
-  readonly heartbeatSec?: number;
-  /** Longest wait for a publish confirm (and for a connection while disconnected). Default 15,000. */
-  readonly confirmTimeoutMs?: number;
-  /** Reconnect backoff. Default { initialDelayMs: 100, maxDelayMs: 10_000 }. */
-  readonly reconnect?: ReconnectPolicy;
-  /** Confirm channels used round-robin by publish(). Default 2. */
-  readonly publisherChannels?: number;
-  /** Quorum `x-delivery-limit`: a backstop against crash loops where the handler never settles. Default 20. */
-  readonly deliveryLimit?: number;
-  /** Shown by `rabbitmqctl list_connections client_properties`; default `sagaflow[:<namespace>]:<pid>:<random>`. */
-  readonly connectionName?: string;
-}
 
 export interface RabbitMqStats {
   readonly reconnects: number;
@@ -75,13 +52,9 @@ export interface RabbitMqTransport extends Transport {
  * See rabbitmq/names.ts and rabbitmq/topology.ts.
  */
 export async function createRabbitMqTransport(opts: RabbitMqTransportOptions): Promise<RabbitMqTransport> {
-  const namespace = opts.namespace ?? '';
-  const queueType: QueueType = opts.queueType ?? 'quorum';
+  const settings = rabbitSettings(opts);
+  const { namespace, queueType, confirmTimeoutMs, reconnect, defaultPrefetch, connectionName } = settings;
   const logger = opts.logger.child({ component: 'rabbitmq' });
-  const confirmTimeoutMs = opts.confirmTimeoutMs ?? 15_000;
-  const reconnect = opts.reconnect ?? { initialDelayMs: 100, maxDelayMs: 10_000 };
-  const defaultPrefetch = opts.prefetch ?? 512;
-  const connectionName = opts.connectionName ?? `sagaflow${namespace ? `:${namespace}` : ''}:${process.pid}:${randomBytes(4).toString('hex')}`;
   const events = new EventEmitter();
   const names = new Names(namespace);
   const stats = { acksDropped: 0, consumerRestarts: 0, recordedDirectly: 0 };
@@ -89,8 +62,8 @@ export async function createRabbitMqTransport(opts: RabbitMqTransportOptions): P
   let closed = false;
 
   const connection = new ConnectionManager({
-    url: opts.url,
-    heartbeatSec: opts.heartbeatSec ?? 10,
+    url: settings.url,
+    heartbeatSec: settings.heartbeatSec,
     connectionName,
     reconnect,
     logger,
@@ -105,11 +78,11 @@ export async function createRabbitMqTransport(opts: RabbitMqTransportOptions): P
       }
     },
   });
-  const publisher = new ConfirmPublisher({ connection, logger, channels: opts.publisherChannels ?? 2, confirmTimeoutMs });
+  const publisher = new ConfirmPublisher({ connection, logger, channels: settings.publisherChannels, confirmTimeoutMs });
   const topology = new TopologyRegistry({
     names,
     queueType,
-    deliveryLimit: opts.deliveryLimit ?? 20,
+    deliveryLimit: settings.deliveryLimit,
     connection,
     logger,
     timeoutMs: confirmTimeoutMs,
