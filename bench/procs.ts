@@ -11,6 +11,20 @@ export interface WorkerStats {
   relayed?: number;
   batches?: number;
   messages?: number;
+  /** Deliveries the inbox recognised as already applied: duplicate work between processes shows here. */
+  duplicates?: number;
+}
+
+/**
+ * The worker processes of one bench run: `orchestrators` orchestrator processes and `participants`
+ * participant processes, each with its own name (competing consumers on the same queues/groups).
+ */
+export function benchFleet(vars: Record<string, string>, counts: { orchestrators: number; participants: number }): BenchWorker[] {
+  const workers: BenchWorker[] = [];
+  // The first keeps the name a single orchestrator always had, so 1+1 runs look as before.
+  for (let i = 0; i < counts.orchestrators; i++) workers.push(new BenchWorker('orchestrator', i === 0 ? 'bench-orchestrator' : `bench-orchestrator-${i}`, vars));
+  for (let i = 0; i < counts.participants; i++) workers.push(new BenchWorker('participants', `bench-participants-${i}`, vars));
+  return workers;
 }
 
 export class BenchWorker {

@@ -10,6 +10,10 @@
  * saturation (N sagas published as fast as possible; completed sagas/s, latency, commits per
  * saga from pg_stat_database, broker messages per saga, worker CPU) -> open-loop fixed arrival
  * rate at ~50% of saturation (latency p50/p99, scheduled-time based, no coordinated omission).
+ *
+ * `--orchestrators N --participants M` runs N + M worker processes (scaling out; `--waits` samples
+ * Postgres lock waits meanwhile). `--steady --rate R` replaces the burst by the long run of
+ * bench/steady.ts: N sagas at R/s, figures per `--window` sagas, hot table sizes (docs/performance.md).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -28,7 +32,9 @@ import { MemoryTransport } from '../src/transport/memory.js';
 import type { Transport } from '../src/transport/contract.js';
 import { createWorker, workerOptionsFrom, type Worker } from '../src/worker/worker.js';
 import { kafkaBaseline, rabbitBaseline, type BaselineResult } from './baseline.js';
-import { BenchWorker } from './procs.js';
+import { WaitSampler, type WaitSummary } from './pg-waits.js';
+import { benchFleet, type BenchWorker } from './procs.js';
+import { formatSteady, steadyRun } from './steady.js';
 
 const TERMINAL = new Set(['SagaCompleted', 'SagaCompensated', 'SagaFailed']);
 
@@ -40,6 +46,13 @@ const { values: a } = parseArgs({
     rate: { type: 'string' },
     'half-load-seconds': { type: 'string', default: '15' },
     participants: { type: 'string', default: '1' },
+    orchestrators: { type: 'string', default: '1' },
+    // Sample Postgres wait events and ungranted locks of the workers during saturation (pg-waits.ts).
+    waits: { type: 'boolean', default: false },
+    // The long run (steady.ts): --sagas N at --rate R for the whole run, reported per --window.
+    steady: { type: 'boolean', default: false },
+    window: { type: 'string', default: '20000' },
+    'prune-seconds': { type: 'string', default: '20' },
     batch: { type: 'string', default: '64' },
     prefetch: { type: 'string', default: '512' },
     concurrency: { type: 'string', default: '2' },
@@ -126,6 +139,8 @@ async function main(): Promise<void> {
     SAGAFLOW_DB_POOL: a['db-pool']!,
     SAGAFLOW_KAFKA_PARTITIONS: a.partitions!,
     SAGAFLOW_RABBITMQ_QUEUE_TYPE: a['queue-type']!,
+    // Retention windows reach the workers (their inbox pruning) and the long run's prune().
+    ...Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[0].startsWith('SAGAFLOW_RETAIN_') && e[1] !== undefined)),
   };
   const config: Config = loadConfig(vars);
   const db = createDb({ connectionString: config.databaseUrl, max: 2, applicationName: 'sagaflow-bench' });
@@ -152,6 +167,7 @@ async function main(): Promise<void> {
   const sent = new Map<string, number>();
   const latencies: number[] = [];
   let terminal = 0;
+  let onTerminal: ((latencyMs: number) => void) | undefined;
   await transport.declare({ topics: [{ name: config.eventsTopic, requireRoute: false }], consumers: [{ consumer: 'bench.events', topics: [config.eventsTopic] }] });
   await transport.subscriber.subscribe([config.eventsTopic], 'bench.events', async (d) => {
     if (!TERMINAL.has(d.type ?? '')) return;
@@ -161,6 +177,7 @@ async function main(): Promise<void> {
     sent.delete(sagaId);
     latencies.push(performance.now() - t0);
     terminal++;
+    onTerminal?.(performance.now() - t0);
   }, { prefetch: 1000 });
 
   const workers: BenchWorker[] = [];
@@ -179,8 +196,7 @@ async function main(): Promise<void> {
       return;
     }
     workers.length = 0;
-    workers.push(new BenchWorker('orchestrator', 'bench-orchestrator', vars));
-    for (let i = 0; i < Number(a.participants); i++) workers.push(new BenchWorker('participants', `bench-participants-${i}`, vars));
+    workers.push(...benchFleet(vars, { orchestrators: Number(a.orchestrators), participants: Number(a.participants) }));
     await Promise.all(workers.map((w) => w.start()));
   }
   async function stopWorkers(): Promise<{ published: number }> {
@@ -194,6 +210,7 @@ async function main(): Promise<void> {
     await Promise.all(workers.map((w) => w.stop()));
     return { published: workers.reduce((n, w) => n + (w.stats?.published ?? 0) + (w.stats?.relayed ?? 0), 0) };
   }
+  const processes = (): string => (memory ? 'one process (memory transport)' : `orchestrator x${a.orchestrators}, participants x${a.participants}`);
   const cpu = (): number => (memory ? (process.cpuUsage().user + process.cpuUsage().system) / 1e6 : workers.reduce((s, w) => s + w.cpuSeconds(), 0));
 
   async function awaitTerminal(target: number, label: string, started: number): Promise<number> {
@@ -266,17 +283,35 @@ async function main(): Promise<void> {
     await startWorkers();
     progress('warm-up...');
     await saturate(Math.min(500, N), 'warm-up', `${id}-w`);
+    if (a.steady) {
+      if (!a.rate) throw new Error('--steady needs --rate (sagas started per second, just under saturation)');
+      const client = createClient({ schema, publisher: transport.publisher });
+      const orders = makeOrders(N, { runId: `${id}-l` });
+      const r = await steadyRun(
+        { db, schema, transport, sent, cpu, progress, message: (i) => startMessage(client, orders[i]!), onTerminal: (l) => (onTerminal = l) },
+        { n: N, rate: Number(a.rate), window: Number(a.window), pruneSeconds: Number(a['prune-seconds']), retention: config.retention },
+      );
+      if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+      if (!a.json) process.stdout.write(formatSteady(r));
+      process.stdout.write(`${JSON.stringify({ transport: transportName, processes: processes(), steady: r })}\n`);
+      return;
+    }
     // pg_stat_database counts every commit in this database, ours and the workers'; the delta over
     // the saturation phase, read after the workers exited (which flushes their stats), is per saga.
     await stopWorkers();
     const commits0 = await settledCommits(db);
     await startWorkers();
     const cpu0 = cpu();
+    const sampler = a.waits ? new WaitSampler(db, schema) : undefined;
+    sampler?.start();
     const sat = await saturate(N, 'saturation', `${id}-s`);
     const cpuUsed = cpu() - cpu0;
+    const waits: WaitSummary | undefined = await sampler?.stop();
     const { published } = await stopWorkers();
+    const duplicates = workers.reduce((n, w) => n + (w.stats?.duplicates ?? 0), 0);
     const commits = (await settledCommits(db)) - commits0;
     note(`saturation: ${N} sagas in ${sat.seconds.toFixed(1)} s = ${Math.round(sat.sagasPerSec)} sagas/s`);
+    if (waits) note(`Postgres waits during saturation: ${JSON.stringify(waits)}`);
     let half: Phase | undefined;
     if (!a['skip-half-load']) {
       await startWorkers();
@@ -304,7 +339,9 @@ async function main(): Promise<void> {
       fractionOfBaseline: baseline ? round((sat.sagasPerSec * messagesPerSaga) / baseline.msgsPerSec, 3) : null,
       messageBytes,
       effectsAppliedTwice: twice.rows[0]!.n,
-      processes: memory ? 'one process (memory transport)' : `orchestrator x1, participants x${a.participants}`,
+      processes: processes(),
+      inboxDuplicates: memory ? null : duplicates,
+      ...(waits ? { waits } : {}),
       settings: { batch: Number(a.batch), prefetch: Number(a.prefetch), concurrency: Number(a.concurrency), dbPool: Number(a['db-pool']), events: a.events },
     };
     if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
@@ -322,6 +359,7 @@ async function main(): Promise<void> {
         ['raw transport baseline (msgs/s)', result.baselineMsgsPerSec ?? 'n/a'],
         ['fraction of baseline', result.fractionOfBaseline ?? 'n/a'],
         ['effects applied twice', result.effectsAppliedTwice],
+        ['inbox duplicates (saturation)', result.inboxDuplicates ?? 'n/a'],
       ];
       for (const [k, v] of rows) process.stdout.write(`${k.padEnd(40)} ${String(v)}\n`);
     }

@@ -1,0 +1,41 @@
+/** Sizes of the hot tables of one schema: what retention has to keep bounded over a long run. */
+import type { Db } from '../src/db/db.js';
+import { quoteSchema } from '../src/db/db.js';
+
+/** The tables that grow with every saga (audit_log is the `audit` of the docs). */
+export const HOT_TABLES = ['sagas', 'saga_steps', 'saga_inputs', 'inbox', 'outbox', 'dead_letters', 'audit_log'] as const;
+export type HotTable = (typeof HOT_TABLES)[number];
+
+export interface TableSize {
+  readonly rows: number;
+  /** pg_total_relation_size: heap, indexes and TOAST. Deleted rows keep their space until vacuum reuses it. */
+  readonly bytes: number;
+  /** Dead rows not yet vacuumed (pg_stat_user_tables, updated with a delay): why bytes lag behind rows. */
+  readonly dead: number;
+}
+export type TableSizes = Record<HotTable, TableSize>;
+
+/** Exact row counts (count(*): cheap at bench sizes) and total sizes, read in one snapshot. */
+export async function tableSizes(db: Db, schema: string): Promise<TableSizes> {
+  const s = quoteSchema(schema);
+  const sql = HOT_TABLES.map(
+    (t) =>
+      `SELECT '${t}' AS t, (SELECT count(*) FROM ${s}.${t})::bigint AS rows, pg_total_relation_size('${s}.${t}')::bigint AS bytes, ` +
+      `(SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = '${s}.${t}'::regclass)::bigint AS dead`,
+  ).join(' UNION ALL ');
+  const { rows } = await db.query<{ t: HotTable; rows: string; bytes: string; dead: string | null }>(sql);
+  const out = {} as Record<HotTable, TableSize>;
+  for (const r of rows) out[r.t] = { rows: Number(r.rows), bytes: Number(r.bytes), dead: Number(r.dead ?? 0) };
+  return out;
+}
+
+/** One line per table: rows, MiB and dead rows, side by side for each snapshot given. */
+export function formatTableSizes(snapshots: readonly { label: string; sizes: TableSizes }[]): string {
+  const head = `${'table'.padEnd(14)}${snapshots.map((x) => x.label.padStart(30)).join('')}\n`;
+  const lines = HOT_TABLES.map((t) => {
+    const z = snapshots.map((x) => x.sizes[t]);
+    const cells = z.map((c) => `${c.rows} / ${(c.bytes / 2 ** 20).toFixed(1)} MiB / ${c.dead}`.padStart(30));
+    return `${t.padEnd(14)}${cells.join('')}\n`;
+  });
+  return head + lines.join('');
+}
