@@ -16,6 +16,8 @@ export interface WaitSummary {
   readonly notGranted: Record<string, number>;
   /** Active backends seen per wait event (`type:event`, or `cpu` for none), summed over the samples. */
   readonly events: Record<string, number>;
+  /** The statements seen waiting on a lock (first words, schema names cut), summed over the samples. */
+  readonly lockedStatements: Record<string, number>;
 }
 
 export class WaitSampler {
@@ -26,6 +28,7 @@ export class WaitSampler {
   #lockWaiting = 0;
   readonly #notGranted: Record<string, number> = {};
   readonly #events: Record<string, number> = {};
+  readonly #locked: Record<string, number> = {};
 
   constructor(
     private readonly db: Db,
@@ -50,13 +53,14 @@ export class WaitSampler {
       lockWaitingMean: round(this.#lockWaiting / n),
       notGranted: this.#notGranted,
       events: this.#events,
+      lockedStatements: this.#locked,
     };
   }
 
   async #sample(): Promise<void> {
     // Matches the core schema and the example's (`<schema>_ex`) alike.
     const like = `%${this.schema}%`;
-    const [act, locks] = await Promise.all([
+    const [act, locks, locked] = await Promise.all([
       this.db.query<{ ev: string; n: number }>(
         `SELECT coalesce(wait_event_type || ':' || wait_event, 'cpu') AS ev, count(*)::int AS n
            FROM pg_stat_activity
@@ -71,13 +75,21 @@ export class WaitSampler {
           GROUP BY 1`,
         [like],
       ),
-    ]).catch(() => [{ rows: [] }, { rows: [] }] as const);
+      this.db.query<{ q: string; n: number }>(
+        `SELECT left(regexp_replace(regexp_replace(query, '"[a-z0-9_]+"\\.', '', 'g'), '\\s+', ' ', 'g'), 70) AS q, count(*)::int AS n
+           FROM pg_stat_activity
+          WHERE state = 'active' AND wait_event_type = 'Lock' AND query LIKE $1
+          GROUP BY 1`,
+        [like],
+      ),
+    ]).catch(() => [{ rows: [] }, { rows: [] }, { rows: [] }] as const);
     this.#samples++;
     for (const r of act.rows) {
       this.#active += r.n;
       if (r.ev.startsWith('Lock:')) this.#lockWaiting += r.n;
       this.#events[r.ev] = (this.#events[r.ev] ?? 0) + r.n;
     }
+    for (const r of locked.rows) this.#locked[r.q] = (this.#locked[r.q] ?? 0) + r.n;
     for (const r of locks.rows) this.#notGranted[r.locktype] = (this.#notGranted[r.locktype] ?? 0) + r.n;
   }
 }
