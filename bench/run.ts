@@ -53,6 +53,7 @@ const { values: a } = parseArgs({
     steady: { type: 'boolean', default: false },
     window: { type: 'string', default: '20000' },
     'prune-seconds': { type: 'string', default: '20' },
+    vacuum: { type: 'boolean', default: false },
     batch: { type: 'string', default: '64' },
     prefetch: { type: 'string', default: '512' },
     concurrency: { type: 'string', default: '2' },
@@ -289,7 +290,7 @@ async function main(): Promise<void> {
       const orders = makeOrders(N, { runId: `${id}-l` });
       const r = await steadyRun(
         { db, schema, transport, sent, cpu, progress, message: (i) => startMessage(client, orders[i]!), onTerminal: (l) => (onTerminal = l) },
-        { n: N, rate: Number(a.rate), window: Number(a.window), pruneSeconds: Number(a['prune-seconds']), retention: config.retention },
+        { n: N, rate: Number(a.rate), window: Number(a.window), pruneSeconds: Number(a['prune-seconds']), retention: config.retention, vacuum: a.vacuum! },
       );
       if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
       if (!a.json) process.stdout.write(formatSteady(r));

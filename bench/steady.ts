@@ -8,7 +8,8 @@
 import type { Db } from '../src/db/db.js';
 import type { OutgoingMessage, Transport } from '../src/transport/contract.js';
 import { prune, type PruneResult, type RetentionPolicy } from '../src/ops/retention.js';
-import { formatTableSizes, tableSizes, type TableSizes } from './tables.js';
+import { quoteSchema } from '../src/db/db.js';
+import { HOT_TABLES, formatTableSizes, tableSizes, type TableSizes } from './tables.js';
 
 export interface SteadyOptions {
   readonly n: number;
@@ -19,6 +20,11 @@ export interface SteadyOptions {
   /** Run prune() every this many seconds; 0: never. */
   readonly pruneSeconds: number;
   readonly retention: RetentionPolicy;
+  /**
+   * VACUUM the hot tables after each prune round, as an operator must where autovacuum is off:
+   * pruned rows only give their space back to a vacuum.
+   */
+  readonly vacuum: boolean;
 }
 
 export interface SteadyDeps {
@@ -55,11 +61,14 @@ export interface SteadyResult {
   readonly start: TableSizes;
   readonly end: TableSizes;
   readonly pruned: PruneResult;
+  /** The server's `autovacuum` setting: with it off, pruned rows stay as dead rows and the tables grow in bytes. */
+  readonly autovacuum: string;
   /** Largest deviation of a window's throughput / p99 from the run's median window, in percent. */
   readonly spreadPct: { sagasPerSec: number; p99Ms: number };
 }
 
 export async function steadyRun(d: SteadyDeps, o: SteadyOptions): Promise<SteadyResult> {
+  const autovacuum = (await d.db.query<{ autovacuum: string }>('SHOW autovacuum')).rows[0]!.autovacuum;
   const start = await tableSizes(d.db, d.schema);
   const windows: SteadyWindow[] = [];
   const pending: Promise<void>[] = [];
@@ -103,8 +112,9 @@ export async function steadyRun(d: SteadyDeps, o: SteadyOptions): Promise<Steady
     o.pruneSeconds > 0
       ? setInterval(() => {
           pruning ??= prune(d.db, d.schema, { policy: o.retention })
-            .then((r) => {
+            .then(async (r) => {
               for (const k of Object.keys(r) as (keyof PruneResult)[]) pruned[k] += r[k];
+              if (o.vacuum) for (const t of HOT_TABLES) await d.db.query(`VACUUM ${quoteSchema(d.schema)}.${t}`);
             })
             .catch(() => undefined)
             .finally(() => (pruning = undefined));
@@ -150,6 +160,7 @@ export async function steadyRun(d: SteadyDeps, o: SteadyOptions): Promise<Steady
     start,
     end,
     pruned,
+    autovacuum,
     spreadPct: { sagasPerSec: spread(judged.map((w) => w.sagasPerSec)), p99Ms: spread(judged.map((w) => w.p99Ms)) },
   };
 }
@@ -167,6 +178,7 @@ export function formatSteady(r: SteadyResult): string {
     `window   sagas  seconds  sagas/s  p50 ms  p99 ms  cpu/1000\n${rows.join('')}` +
     `largest deviation from the median window: throughput ${r.spreadPct.sagasPerSec}%, p99 ${r.spreadPct.p99Ms}%\n` +
     `pruned: ${JSON.stringify(r.pruned)}\n` +
+    (r.autovacuum === 'on' ? '' : `autovacuum is ${r.autovacuum} on this server: pruned rows stay dead until a VACUUM (--vacuum runs one after each prune)\n`) +
     `hot tables (rows / total size / dead rows):\n${formatTableSizes(snaps)}`
   );
 }
