@@ -29,6 +29,7 @@ import type { Transport } from '../src/transport/contract.js';
 import { createWorker, workerOptionsFrom, type Worker } from '../src/worker/worker.js';
 import { kafkaBaseline, rabbitBaseline, type BaselineResult } from './baseline.js';
 import { BenchWorker } from './procs.js';
+import { Breakdown, PROBE_VARS, stamped } from './breakdown.js';
 
 const TERMINAL = new Set(['SagaCompleted', 'SagaCompensated', 'SagaFailed']);
 
@@ -50,6 +51,7 @@ const { values: a } = parseArgs({
     'skip-baseline': { type: 'boolean', default: false },
     'skip-half-load': { type: 'boolean', default: false },
     'queue-type': { type: 'string', default: 'quorum' },
+    breakdown: { type: 'boolean', default: false },
   },
   strict: true,
 });
@@ -126,6 +128,7 @@ async function main(): Promise<void> {
     SAGAFLOW_DB_POOL: a['db-pool']!,
     SAGAFLOW_KAFKA_PARTITIONS: a.partitions!,
     SAGAFLOW_RABBITMQ_QUEUE_TYPE: a['queue-type']!,
+    ...(a.breakdown ? PROBE_VARS : {}),
   };
   const config: Config = loadConfig(vars);
   const db = createDb({ connectionString: config.databaseUrl, max: 2, applicationName: 'sagaflow-bench' });
@@ -164,6 +167,7 @@ async function main(): Promise<void> {
   }, { prefetch: 1000 });
 
   const workers: BenchWorker[] = [];
+  const breakdown = a.breakdown && !memory ? new Breakdown({ transport: transportName, db, schema, workers: () => workers }) : undefined;
   let inProcess: { worker: Worker; db: Db } | undefined;
   async function startWorkers(): Promise<void> {
     if (memory) {
@@ -271,18 +275,24 @@ async function main(): Promise<void> {
     await stopWorkers();
     const commits0 = await settledCommits(db);
     await startWorkers();
+    await breakdown?.begin();
     const cpu0 = cpu();
     const sat = await saturate(N, 'saturation', `${id}-s`);
     const cpuUsed = cpu() - cpu0;
+    await breakdown?.end();
     const { published } = await stopWorkers();
+    breakdown?.report('saturation', N);
     const commits = (await settledCommits(db)) - commits0;
     note(`saturation: ${N} sagas in ${sat.seconds.toFixed(1)} s = ${Math.round(sat.sagasPerSec)} sagas/s`);
     let half: Phase | undefined;
     if (!a['skip-half-load']) {
       await startWorkers();
       const rate = a.rate ? Number(a.rate) : sat.sagasPerSec / 2;
+      await breakdown?.begin();
       half = await openLoop(rate, Number(a['half-load-seconds']), `${id}-h`);
+      await breakdown?.end();
       await stopWorkers();
+      breakdown?.report(`open loop at ${Math.round(rate)}/s`, half.sagas);
       note(`half load: ${half.sagas} sagas at ${Math.round(rate)}/s, p50 ${half.p50Ms.toFixed(1)} ms, p99 ${half.p99Ms.toFixed(1)} ms`);
     }
     const t = exampleTables(exampleSchema);
@@ -340,7 +350,8 @@ async function main(): Promise<void> {
 /** A PlaceOrder whose key is its saga id (what the terminal event carries). */
 function startMessage(client: ReturnType<typeof createClient>, o: ReturnType<typeof makeOrders>[number]) {
   const messageId = randomUUID();
-  return client.build(PlaceOrder, o, { messageId, sagaId: sagaIdFor(messageId), correlationId: o.orderId });
+  const m = client.build(PlaceOrder, o, { messageId, sagaId: sagaIdFor(messageId), correlationId: o.orderId });
+  return a.breakdown ? stamped(m) : m;
 }
 
 function round(x: number, digits = 1): number {
