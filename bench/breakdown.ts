@@ -124,7 +124,7 @@ function fmt(ms: number): string {
 
 /** Orchestrator hops first, participants next, each in the order of a message's life. */
 const ORDER: readonly [string, number][] = [
-  ['broker', 0], ['wait', 1], ['batch size', 2], ['connect', 3], ['worker CPU', 4], ['after COMMIT', 7], ['COMMIT', 6], ['tx ', 5],
+  ['broker', 0], ['wait', 1], ['batch size', 2], ['round trips', 2], ['connect', 3], ['worker CPU', 4], ['after COMMIT', 7], ['COMMIT', 6], ['tx ', 5],
   ['delivered ->', 8], ['resolved', 9], ['publish ->', 10],
 ];
 function hopOrder(a: string, b: string): number {

@@ -99,6 +99,10 @@ export function probedDb(db: Db, probe: LatencyProbe, marks: TxMarks, prefix: st
     const t0 = performance.now();
     let last = t0;
     let first = true;
+    // Round trips: a statement issued while none is in flight waits for an answer of its own
+    // (pipelined ones share the trip); BEGIN rides with the first statement, COMMIT is one more.
+    let inFlight = 0;
+    let trips = 1;
     const result = await db.transaction(async (tx) => {
       const t = performance.now();
       probe.record(`${prefix} tx connect+BEGIN`, t - t0);
@@ -107,9 +111,11 @@ export function probedDb(db: Db, probe: LatencyProbe, marks: TxMarks, prefix: st
         query: async (text, values) => {
           const s = performance.now();
           // The gap before a statement is the worker's own CPU (building the next statement).
-          if (!first) probe.record(`${prefix} tx worker CPU between statements`, s - last);
+          if (!first && inFlight === 0) probe.record(`${prefix} tx worker CPU between statements`, s - last);
+          if (!first && inFlight === 0) trips++;
           first = false;
-          const r = await tx.query(text, values);
+          inFlight++;
+          const r = await tx.query(text, values).finally(() => inFlight--);
           last = performance.now();
           probe.record(`${prefix} tx ${statementLabel(text)}`, last - s);
           return r as never;
@@ -118,6 +124,7 @@ export function probedDb(db: Db, probe: LatencyProbe, marks: TxMarks, prefix: st
       return fn(timed);
     }, opts);
     marks.committedAt = performance.now();
+    probe.record(`${prefix} tx round trips incl. COMMIT (count, not ms)`, trips + 1);
     probe.record(`${prefix} tx COMMIT (+CPU after last statement)`, marks.committedAt - last);
     return result;
   };
