@@ -57,6 +57,8 @@ export interface WorkerOptions {
   readonly maxBatch?: number;
   /** Transactions in flight per consumer. */
   readonly maxConcurrentBatches?: number;
+  /** Extra transactions in flight per consumer for a short queue only (scheduling/batcher.ts). Default 2. */
+  readonly spareBatches?: number;
   readonly prefetch?: number;
   readonly retry?: RedeliveryPolicy;
   readonly maxMessageBytes?: number;
@@ -139,6 +141,7 @@ export function workerOptionsFrom(config: Config, extra: Partial<WorkerOptions> 
     prefetch: config.prefetch,
     maxBatch: config.maxBatch,
     maxConcurrentBatches: config.concurrentBatches,
+    spareBatches: config.spareBatches,
     retry: config.retry,
     maxMessageBytes: config.maxMessageBytes,
     events: config.events,
@@ -265,6 +268,7 @@ export function createWorker(deps: {
     const batcher = new Batcher<Inbound, void>({
       maxBatch: o.maxBatch ?? 64,
       maxConcurrent: o.maxConcurrentBatches ?? 2,
+      spare: o.spareBatches ?? 2,
       run: async (items) => {
         const started = metrics || tracing || probe ? performance.now() : 0;
         const span = tracing?.transaction(consumer, items.map((i) => i.envelope));
