@@ -100,16 +100,12 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
         throw err;
       }
       span?.end();
-      const cursor = (d.instance ?? tr.instance(sagaId))?.state.cursor;
-      const headers = env.headers ?? {};
       // Which step and attempt the message concerns: the reply's own headers, else where the saga is.
-      const log = {
-        sagaId,
-        messageId: env.id,
-        type: env.type,
-        code: d.code,
-        step: headers[STEP_HEADERS.step] ?? cursor?.step,
-        attempt: headers[STEP_HEADERS.attempt] ?? cursor?.attempt,
+      // Built only for a message that is logged (most are applied without a word).
+      const log = () => {
+        const cursor = (d.instance ?? tr.instance(sagaId))?.state.cursor;
+        const headers = env.headers ?? {};
+        return { sagaId, messageId: env.id, type: env.type, code: d.code, step: headers[STEP_HEADERS.step] ?? cursor?.step, attempt: headers[STEP_HEADERS.attempt] ?? cursor?.attempt };
       };
       if (d.outcome === 'rejected') {
         const code = d.code;
@@ -118,13 +114,13 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
           failed(RETRYABLE_REJECTIONS.has(code) ? new RetryableError(code, d.message ?? code) : new PermanentError(code, d.message ?? code)),
         );
         release.push(env.id);
-        logger.warn(log, d.message ?? 'message rejected');
+        logger.warn(log(), d.message ?? 'message rejected');
       } else if (d.outcome === 'ignored') {
         outcomes.set(index, { kind: 'applied', note: d.code });
-        logger.info(log, d.message ?? 'message ignored');
+        logger.info(log(), d.message ?? 'message ignored');
       } else {
         outcomes.set(index, d.code ? { kind: 'applied', note: d.code } : APPLIED);
-        if (d.code) logger.info(log, d.message ?? d.code);
+        if (d.code) logger.info(log(), d.message ?? d.code);
       }
     }
     await parkInputs(tx, deps, parked, (id) => tr.instance(id)!);
