@@ -12,6 +12,7 @@
  * rate at ~50% of saturation (latency p50/p99, scheduled-time based, no coordinated omission).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { exampleTables, migrateExample } from '../examples/order/participants.js';
 import { makeOrders } from '../examples/order/run.js';
@@ -200,6 +201,24 @@ async function main(): Promise<void> {
   }
   const cpu = (): number => (memory ? (process.cpuUsage().user + process.cpuUsage().system) / 1e6 : workers.reduce((s, w) => s + w.cpuSeconds(), 0));
 
+  // Postgres CPU of the workers' backends: the backends whose current or last statement names the
+  // bench's schema, found while the phase runs, their CPU read from /proc at first sight and at the end.
+  const backends = new Map<number, number>();
+  const procCpu = (pid: number): number => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / 100;
+    } catch {
+      return NaN;
+    }
+  };
+  async function spotBackends(): Promise<void> {
+    const { rows } = await db.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND position($1 in query) > 0`, [`"${schema}"`]);
+    for (const { pid } of rows) if (!backends.has(pid)) backends.set(pid, procCpu(pid));
+  }
+  const backendCpu = (): number => [...backends].reduce((sum, [pid, first]) => sum + (procCpu(pid) - first || 0), 0);
+
   async function awaitTerminal(target: number, label: string, started: number): Promise<number> {
     const deadline = Date.now() + 120_000 + target * 20;
     let lastTerminal = performance.now();
@@ -210,6 +229,7 @@ async function main(): Promise<void> {
         lastTerminal = performance.now();
       }
       progress(`${label}: ${terminal}/${target} sagas ended (${((performance.now() - started) / 1000).toFixed(1)} s)`);
+      if (label === 'saturation') await spotBackends().catch(() => undefined);
       if (Date.now() > deadline) throw new Error(`${label}: only ${terminal}/${target} sagas ended before the deadline`);
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -279,6 +299,7 @@ async function main(): Promise<void> {
     const cpu0 = cpu();
     const sat = await saturate(N, 'saturation', `${id}-s`);
     const cpuUsed = cpu() - cpu0;
+    const pgCpuUsed = backendCpu();
     await breakdown?.end();
     const { published } = await stopWorkers();
     breakdown?.report('saturation', N);
@@ -310,6 +331,7 @@ async function main(): Promise<void> {
       commitsPerSaga: round(commits / N, 2),
       messagesPerSaga: round(messagesPerSaga, 2),
       cpuSecPer1000: round((cpuUsed / N) * 1000, 2),
+      postgresCpuSecPer1000: round((pgCpuUsed / N) * 1000, 2),
       baselineMsgsPerSec: baseline ? Math.round(baseline.msgsPerSec) : null,
       fractionOfBaseline: baseline ? round((sat.sagasPerSec * messagesPerSaga) / baseline.msgsPerSec, 3) : null,
       messageBytes,
@@ -329,6 +351,7 @@ async function main(): Promise<void> {
         ['Postgres commits per saga', result.commitsPerSaga],
         ['broker messages per saga', result.messagesPerSaga],
         ['worker CPU s per 1,000 sagas', result.cpuSecPer1000],
+        ['Postgres CPU s per 1,000 sagas (workers\' backends)', result.postgresCpuSecPer1000],
         ['raw transport baseline (msgs/s)', result.baselineMsgsPerSec ?? 'n/a'],
         ['fraction of baseline', result.fractionOfBaseline ?? 'n/a'],
         ['effects applied twice', result.effectsAppliedTwice],
