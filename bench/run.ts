@@ -16,6 +16,7 @@
  * bench/steady.ts: N sagas at R/s, figures per `--window` sagas, hot table sizes (docs/performance.md).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { exampleTables, migrateExample } from '../examples/order/participants.js';
 import { makeOrders } from '../examples/order/run.js';
@@ -35,6 +36,7 @@ import { kafkaBaseline, rabbitBaseline, type BaselineResult } from './baseline.j
 import { WaitSampler, type WaitSummary } from './pg-waits.js';
 import { benchFleet, type BenchWorker } from './procs.js';
 import { formatSteady, steadyRun } from './steady.js';
+import { Breakdown, PROBE_VARS, stamped } from './breakdown.js';
 
 const TERMINAL = new Set(['SagaCompleted', 'SagaCompensated', 'SagaFailed']);
 
@@ -64,6 +66,7 @@ const { values: a } = parseArgs({
     'skip-baseline': { type: 'boolean', default: false },
     'skip-half-load': { type: 'boolean', default: false },
     'queue-type': { type: 'string', default: 'quorum' },
+    breakdown: { type: 'boolean', default: false },
   },
   strict: true,
 });
@@ -142,6 +145,7 @@ async function main(): Promise<void> {
     SAGAFLOW_RABBITMQ_QUEUE_TYPE: a['queue-type']!,
     // Retention windows reach the workers (their inbox pruning) and the long run's prune().
     ...Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[0].startsWith('SAGAFLOW_RETAIN_') && e[1] !== undefined)),
+    ...(a.breakdown ? PROBE_VARS : {}),
   };
   const config: Config = loadConfig(vars);
   const db = createDb({ connectionString: config.databaseUrl, max: 2, applicationName: 'sagaflow-bench' });
@@ -182,6 +186,7 @@ async function main(): Promise<void> {
   }, { prefetch: 1000 });
 
   const workers: BenchWorker[] = [];
+  const breakdown = a.breakdown && !memory ? new Breakdown({ transport: transportName, db, schema, workers: () => workers }) : undefined;
   let inProcess: { worker: Worker; db: Db } | undefined;
   async function startWorkers(): Promise<void> {
     if (memory) {
@@ -214,6 +219,24 @@ async function main(): Promise<void> {
   const processes = (): string => (memory ? 'one process (memory transport)' : `orchestrator x${a.orchestrators}, participants x${a.participants}`);
   const cpu = (): number => (memory ? (process.cpuUsage().user + process.cpuUsage().system) / 1e6 : workers.reduce((s, w) => s + w.cpuSeconds(), 0));
 
+  // Postgres CPU of the workers' backends: the backends whose current or last statement names the
+  // bench's schema, found while the phase runs, their CPU read from /proc at first sight and at the end.
+  const backends = new Map<number, number>();
+  const procCpu = (pid: number): number => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / 100;
+    } catch {
+      return NaN;
+    }
+  };
+  async function spotBackends(): Promise<void> {
+    const { rows } = await db.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND position($1 in query) > 0`, [`"${schema}"`]);
+    for (const { pid } of rows) if (!backends.has(pid)) backends.set(pid, procCpu(pid));
+  }
+  const backendCpu = (): number => [...backends].reduce((sum, [pid, first]) => sum + (procCpu(pid) - first || 0), 0);
+
   async function awaitTerminal(target: number, label: string, started: number): Promise<number> {
     const deadline = Date.now() + 120_000 + target * 20;
     let lastTerminal = performance.now();
@@ -224,6 +247,7 @@ async function main(): Promise<void> {
         lastTerminal = performance.now();
       }
       progress(`${label}: ${terminal}/${target} sagas ended (${((performance.now() - started) / 1000).toFixed(1)} s)`);
+      if (label === 'saturation') await spotBackends().catch(() => undefined);
       if (Date.now() > deadline) throw new Error(`${label}: only ${terminal}/${target} sagas ended before the deadline`);
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -302,14 +326,18 @@ async function main(): Promise<void> {
     await stopWorkers();
     const commits0 = await settledCommits(db);
     await startWorkers();
+    await breakdown?.begin();
     const cpu0 = cpu();
     const sampler = a.waits ? new WaitSampler(db, schema) : undefined;
     sampler?.start();
     const sat = await saturate(N, 'saturation', `${id}-s`);
     const cpuUsed = cpu() - cpu0;
+    const pgCpuUsed = backendCpu();
     const waits: WaitSummary | undefined = await sampler?.stop();
+    await breakdown?.end();
     const { published } = await stopWorkers();
     const duplicates = workers.reduce((n, w) => n + (w.stats?.duplicates ?? 0), 0);
+    breakdown?.report('saturation', N);
     const commits = (await settledCommits(db)) - commits0;
     note(`saturation: ${N} sagas in ${sat.seconds.toFixed(1)} s = ${Math.round(sat.sagasPerSec)} sagas/s`);
     if (waits) note(`Postgres waits during saturation: ${JSON.stringify(waits)}`);
@@ -317,8 +345,11 @@ async function main(): Promise<void> {
     if (!a['skip-half-load']) {
       await startWorkers();
       const rate = a.rate ? Number(a.rate) : sat.sagasPerSec / 2;
+      await breakdown?.begin();
       half = await openLoop(rate, Number(a['half-load-seconds']), `${id}-h`);
+      await breakdown?.end();
       await stopWorkers();
+      breakdown?.report(`open loop at ${Math.round(rate)}/s`, half.sagas);
       note(`half load: ${half.sagas} sagas at ${Math.round(rate)}/s, p50 ${half.p50Ms.toFixed(1)} ms, p99 ${half.p99Ms.toFixed(1)} ms`);
     }
     const t = exampleTables(exampleSchema);
@@ -336,6 +367,7 @@ async function main(): Promise<void> {
       commitsPerSaga: round(commits / N, 2),
       messagesPerSaga: round(messagesPerSaga, 2),
       cpuSecPer1000: round((cpuUsed / N) * 1000, 2),
+      postgresCpuSecPer1000: round((pgCpuUsed / N) * 1000, 2),
       baselineMsgsPerSec: baseline ? Math.round(baseline.msgsPerSec) : null,
       fractionOfBaseline: baseline ? round((sat.sagasPerSec * messagesPerSaga) / baseline.msgsPerSec, 3) : null,
       messageBytes,
@@ -357,6 +389,7 @@ async function main(): Promise<void> {
         ['Postgres commits per saga', result.commitsPerSaga],
         ['broker messages per saga', result.messagesPerSaga],
         ['worker CPU s per 1,000 sagas', result.cpuSecPer1000],
+        ['Postgres CPU s per 1,000 sagas (workers\' backends)', result.postgresCpuSecPer1000],
         ['raw transport baseline (msgs/s)', result.baselineMsgsPerSec ?? 'n/a'],
         ['fraction of baseline', result.fractionOfBaseline ?? 'n/a'],
         ['effects applied twice', result.effectsAppliedTwice],
@@ -379,7 +412,8 @@ async function main(): Promise<void> {
 /** A PlaceOrder whose key is its saga id (what the terminal event carries). */
 function startMessage(client: ReturnType<typeof createClient>, o: ReturnType<typeof makeOrders>[number]) {
   const messageId = randomUUID();
-  return client.build(PlaceOrder, o, { messageId, sagaId: sagaIdFor(messageId), correlationId: o.orderId });
+  const m = client.build(PlaceOrder, o, { messageId, sagaId: sagaIdFor(messageId), correlationId: o.orderId });
+  return a.breakdown ? stamped(m) : m;
 }
 
 function round(x: number, digits = 1): number {

@@ -1,4 +1,4 @@
-import { createHash, hash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /**
  * Name-based UUIDs (RFC 9562 version 5: SHA-1 over namespace + name). Written here rather than
@@ -15,7 +15,11 @@ export function uuidNamespace(ns: string): Buffer {
 }
 
 export function uuidV5(name: string, namespace: Buffer): string {
-  const h = createHash('sha1').update(namespace).update(name, 'utf8').digest();
+  // One buffer and the one-shot hash(): no Hash object per id (ids are derived several times per message).
+  const buf = Buffer.allocUnsafe(namespace.length + Buffer.byteLength(name, 'utf8'));
+  namespace.copy(buf, 0);
+  buf.write(name, namespace.length, 'utf8');
+  const h = hash('sha1', buf, 'buffer');
   h[6] = (h[6]! & 0x0f) | 0x50;
   h[8] = (h[8]! & 0x3f) | 0x80;
   return (

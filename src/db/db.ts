@@ -56,6 +56,10 @@ export function createDb(opts: DbOptions): Db {
     idle_in_transaction_session_timeout: 60_000,
     keepAlive: true,
     idleTimeoutMillis: 30_000,
+    // Pipeline mode: a query is written as soon as it is issued, not after the previous answer came
+    // back, so a transaction's BEGIN travels with its first statement (one round trip fewer per
+    // transaction: on a busy machine each round trip also costs a wake-up of this process).
+    pipeline: true,
   };
   const pool = new pg.Pool(config);
   // A bare "connect ECONNREFUSED 127.0.0.1:5999" or "Invalid URL" names neither Postgres nor the
@@ -77,8 +81,13 @@ export function createDb(opts: DbOptions): Db {
     const client = await connect();
     let broken: unknown;
     try {
-      await client.query(txOpts?.isolation ? `BEGIN ISOLATION LEVEL ${txOpts.isolation.toUpperCase()}` : 'BEGIN');
+      // Not awaited: BEGIN goes out now and the first statement right behind it on the same
+      // connection, answered in order. A fresh pooled connection is idle, where BEGIN cannot fail;
+      // on a broken one every statement behind it fails as well, so none runs outside the transaction.
+      const begin = client.query(txOpts?.isolation ? `BEGIN ISOLATION LEVEL ${txOpts.isolation.toUpperCase()}` : 'BEGIN');
+      begin.catch(() => undefined); // observed by the await below; never an unhandled rejection
       const result = await fn(client as unknown as Queryable);
+      await begin;
       await client.query('COMMIT');
       return result;
     } catch (err) {
@@ -104,7 +113,7 @@ export function createDb(opts: DbOptions): Db {
     connect,
     connectListener: async () => {
       try {
-        const client = new pg.Client({ ...config, application_name: `${config.application_name}-listen` });
+        const client = new pg.Client({ ...config, pipeline: false, application_name: `${config.application_name}-listen` });
         client.on('error', (err) => opts.logger?.warn({ err: err.message }, 'listener connection error'));
         await client.connect();
         return client;

@@ -74,9 +74,14 @@ export function fromCloudEvent(raw: unknown): Envelope {
   if (raw !== null && typeof raw === 'object' && 'data_base64' in raw) {
     throw new PermanentError('UNSUPPORTED_CONTENT_TYPE', 'data_base64 is not supported: data must be JSON');
   }
-  const parsed = cloudEventSchema.safeParse(raw);
-  if (!parsed.success) throw new PermanentError('INVALID_ENVELOPE', `invalid CloudEvent: ${describeIssues(parsed.error)}`);
-  const ce = parsed.data;
+  // The common, well-formed event is checked by hand (same rules, same output); anything the hand
+  // check does not accept goes through zod, which accepts or refuses it and says why.
+  let ce = checkedCloudEvent(raw);
+  if (ce === undefined) {
+    const parsed = cloudEventSchema.safeParse(raw);
+    if (!parsed.success) throw new PermanentError('INVALID_ENVELOPE', `invalid CloudEvent: ${describeIssues(parsed.error)}`);
+    ce = parsed.data;
+  }
   if (ce.datacontenttype !== undefined && !isJsonContentType(ce.datacontenttype)) {
     throw new PermanentError('UNSUPPORTED_CONTENT_TYPE', `datacontenttype ${ce.datacontenttype.slice(0, 100)} is not supported (application/json only)`);
   }
@@ -101,6 +106,64 @@ export function fromCloudEvent(raw: unknown): Envelope {
     payload: ce.data,
   });
 }
+
+type ParsedCloudEvent = z.output<typeof cloudEventSchema>;
+
+/** The patterns zod itself applies (read from the schemas, so the two checks cannot drift apart). */
+const UUID_PATTERN: RegExp | undefined = (uuidSchema as unknown as { _zod?: { pattern?: RegExp } })._zod?.pattern;
+const TIME_PATTERN: RegExp | undefined = (cloudEventSchema.shape.time.unwrap() as unknown as { _zod?: { pattern?: RegExp } })._zod?.pattern;
+const DEADLINE_TEXT = /^[0-9]{1,12}$/;
+const INTEGER_TEXT = /^[0-9]{1,9}$/;
+/** Attributes holding text of 1..n characters when present: [name, n]. */
+const TEXT_ATTRIBUTES: readonly (readonly [string, number])[] = [
+  ['tenantid', 200],
+  ['correlationid', 200],
+  ['causationid', 200],
+  ['replyto', 200],
+  ['traceparent', 4096],
+  ['tracestate', 4096],
+  ['step', 4096],
+  ['phase', 4096],
+  ['attempt', 4096],
+  ['seq', 4096],
+  ['sagatype', 4096],
+];
+
+const isText = (v: unknown, min: number, max: number): v is string => typeof v === 'string' && v.length >= min && v.length <= max;
+const absentOrText = (v: unknown, min: number, max: number): boolean => v === undefined || isText(v, min, max);
+
+/**
+ * `cloudEventSchema` written out by hand for the hot path: zod's object parse was the largest
+ * single item in the workers' CPU profile. It accepts a subset of what the schema accepts (every
+ * attribute in its plain form) and then returns what zod would return for it; for anything else
+ * it returns undefined and the caller asks zod (test/unit/wire.test.ts compares the two).
+ */
+export function checkedCloudEvent(raw: unknown): ParsedCloudEvent | undefined {
+  if (UUID_PATTERN === undefined || TIME_PATTERN === undefined) return undefined;
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return undefined;
+  const r = raw as Record<string, unknown>;
+  if (r.specversion !== CE_SPECVERSION) return undefined;
+  if (typeof r.id !== 'string' || !UUID_PATTERN.test(r.id)) return undefined;
+  if (!isText(r.source, 1, 1024) || !isText(r.type, 1, 128)) return undefined;
+  if (r.time !== undefined && (typeof r.time !== 'string' || !TIME_PATTERN.test(r.time))) return undefined;
+  if (!absentOrText(r.datacontenttype, 0, 200) || !absentOrText(r.dataschema, 0, 1024) || !absentOrText(r.subject, 0, 1024)) return undefined;
+  if (r.sagaid !== undefined && (typeof r.sagaid !== 'string' || !UUID_PATTERN.test(r.sagaid))) return undefined;
+  for (const [name, max] of TEXT_ATTRIBUTES) if (!absentOrText(r[name], 1, max)) return undefined;
+  if (r.deadlinems !== undefined && (typeof r.deadlinems !== 'string' || !DEADLINE_TEXT.test(r.deadlinems))) return undefined;
+  let schemaversion: number | undefined;
+  const sv = r.schemaversion;
+  if (typeof sv === 'number') schemaversion = sv;
+  else if (typeof sv === 'string' && INTEGER_TEXT.test(sv)) schemaversion = Number(sv);
+  else if (sv !== undefined) return undefined;
+  if (schemaversion !== undefined && (!Number.isInteger(schemaversion) || schemaversion < 1 || schemaversion > 1000)) return undefined;
+  // Known attributes only, as zod's strip leaves them (unknown extensions are not read).
+  const out: Record<string, unknown> = {};
+  for (const k of KNOWN_ATTRIBUTES) if (r[k] !== undefined) out[k] = r[k];
+  if ('data' in r) out.data = r.data;
+  if (schemaversion !== undefined) out.schemaversion = schemaversion;
+  return out as ParsedCloudEvent;
+}
+const KNOWN_ATTRIBUTES = Object.keys(cloudEventSchema.shape).filter((k) => k !== 'data');
 
 /** Envelope -> the structured-mode event object; only documented attributes, in a fixed order. */
 export function toCloudEvent(env: Envelope): Record<string, unknown> {
@@ -128,12 +191,17 @@ export function toCloudEvent(env: Envelope): Record<string, unknown> {
   return ce;
 }
 
+/** The content types sagaflow writes, recognised without parsing (every message asks). */
+const WRITTEN_STRUCTURED = `${CE_STRUCTURED}; charset=utf-8`;
+
 export function isJsonContentType(ct: string): boolean {
+  if (ct === CE_JSON) return true;
   const media = ct.split(';')[0]!.trim().toLowerCase();
   return media === CE_JSON || media.endsWith('+json');
 }
 
 export function isStructuredContentType(ct: string | undefined): boolean {
+  if (ct === WRITTEN_STRUCTURED || ct === CE_STRUCTURED) return true;
   return ct !== undefined && ct.split(';')[0]!.trim().toLowerCase() === CE_STRUCTURED;
 }
 

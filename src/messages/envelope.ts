@@ -185,14 +185,44 @@ export function meaningDigest(env: Envelope): Buffer {
 
 /** JSON with object keys sorted at every level (arrays keep their order: it is meaning). */
 export function canonicalJson(v: unknown): string {
-  if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null';
-  if (Array.isArray(v)) return `[${v.map((x) => (x === undefined ? 'null' : canonicalJson(x))).join(',')}]`;
+  return writeCanonical(v) ?? 'null';
+}
+
+/**
+ * Keys met on the hot path, already quoted: the same few dozen names recur in every message, and
+ * quoting them was a visible part of the digest's cost. Bounded, so odd payloads cannot grow it.
+ */
+const quotedKeys = new Map<string, string>();
+function quoted(k: string): string {
+  let q = quotedKeys.get(k);
+  if (q === undefined) {
+    q = JSON.stringify(k);
+    if (quotedKeys.size < 4096) quotedKeys.set(k, q);
+  }
+  return q;
+}
+
+/** Same output as JSON.stringify of a key-sorted copy, built in one string; undefined where JSON.stringify gives undefined. */
+function writeCanonical(v: unknown): string | undefined {
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (v === null || typeof v !== 'object') return JSON.stringify(v);
+  if (Array.isArray(v)) {
+    let out = '[';
+    for (let i = 0; i < v.length; i++) {
+      if (i > 0) out += ',';
+      out += writeCanonical(v[i]) ?? 'null';
+    }
+    return `${out}]`;
+  }
   const keys = Object.keys(v).sort();
-  const parts: string[] = [];
+  let out = '{';
+  let first = true;
   for (const k of keys) {
     const x = (v as Record<string, unknown>)[k];
     if (x === undefined) continue;
-    parts.push(`${JSON.stringify(k)}:${canonicalJson(x)}`);
+    if (!first) out += ',';
+    first = false;
+    out += `${quoted(k)}:${writeCanonical(x) ?? 'null'}`;
   }
-  return `{${parts.join(',')}}`;
+  return `${out}}`;
 }

@@ -10,6 +10,14 @@ export interface BatcherOptions<I, R> {
   readonly maxBatch: number;
   /** Batches processed at once (each uses its own database connection). */
   readonly maxConcurrent: number;
+  /**
+   * Extra batches beyond maxConcurrent, taken only by a short queue (at most `spareQueueMax`
+   * items): at moderate load a few messages need not wait for a large batch to finish, while under
+   * pressure the queue is long, the spare slots stay unused and batches stay large. Default 0.
+   */
+  readonly spare?: number;
+  /** The longest queue a spare slot takes. Default maxBatch / 8 (at least 1). */
+  readonly spareQueueMax?: number;
   /** Must return one outcome per item, in order. Throwing fails every item with that error. */
   readonly run: (items: I[]) => Promise<Outcome<R>[]>;
 }
@@ -57,7 +65,10 @@ export class Batcher<I, R> {
   }
 
   #pump(): void {
-    while (this.#running < this.opts.maxConcurrent && this.#queue.length > 0) {
+    const spareMax = this.opts.spareQueueMax ?? Math.max(1, Math.floor(this.opts.maxBatch / 8));
+    const slots = (): boolean =>
+      this.#running < this.opts.maxConcurrent || (this.#running < this.opts.maxConcurrent + (this.opts.spare ?? 0) && this.#queue.length <= spareMax);
+    while (this.#queue.length > 0 && slots()) {
       const batch = this.#queue.splice(0, this.opts.maxBatch);
       this.#running++;
       this.batches++;

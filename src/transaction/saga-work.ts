@@ -41,14 +41,19 @@ const RETRYABLE_REJECTIONS: ReadonlySet<RejectionCode> = new Set(['UNKNOWN_SAGA'
 export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
   const { logger } = deps;
   const def = deps.versions.defs.newest(deps.type)!;
+  const sagaIdOf = (item: Inbound) => (item.envelope.type === def.start.type ? (item.envelope.sagaId ?? sagaIdFor(item.envelope.id)) : item.envelope.sagaId);
   return async (tx, items, deletes) => {
-    const { outcomes, claimed } = await claimBatch(tx, deps.inbox, def.consumer, items, logger);
+    // Claim and lock are issued together: the connection pipelines them (Postgres still runs the
+    // claim first, so locks are taken in the same order as before) and the batch saves a round
+    // trip. The lock covers the sagas of every message; those of duplicates are left out below.
+    const claiming = claimBatch(tx, deps.inbox, def.consumer, items, logger);
+    const locking = deps.sagas.lockMany(tx, items.map(sagaIdOf).filter((id): id is string => id !== undefined));
+    const [{ outcomes, claimed }, locked] = await Promise.all([claiming, locking]);
     const work: { index: number; item: Inbound; sagaId: string }[] = [];
     const release: string[] = [];
     for (const { index: i, item } of claimed) {
       const id = item.envelope.id;
-      const isStart = item.envelope.type === def.start.type;
-      const sagaId = isStart ? (item.envelope.sagaId ?? sagaIdFor(id)) : item.envelope.sagaId;
+      const sagaId = sagaIdOf(item);
       if (!sagaId) {
         outcomes.set(i, failed(new PermanentError('INVALID_ENVELOPE', `${item.envelope.type} has no sagaId; replies must name their saga`)));
         release.push(id);
@@ -56,7 +61,7 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
       }
       work.push({ index: i, item, sagaId });
     }
-    const loaded = await deps.sagas.lockMany(tx, work.map((w) => w.sagaId));
+    const loaded = new Map(work.flatMap((w) => (locked.has(w.sagaId) ? [[w.sagaId, locked.get(w.sagaId)!] as const] : [])));
     // Sagas a worker without their version had marked: their parked inputs go first, in order.
     const resumed = await resumeWaiting(tx, deps.versions, loaded);
     const tr = new TransitionBatch(deps.transitions, loaded);
@@ -95,16 +100,12 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
         throw err;
       }
       span?.end();
-      const cursor = (d.instance ?? tr.instance(sagaId))?.state.cursor;
-      const headers = env.headers ?? {};
       // Which step and attempt the message concerns: the reply's own headers, else where the saga is.
-      const log = {
-        sagaId,
-        messageId: env.id,
-        type: env.type,
-        code: d.code,
-        step: headers[STEP_HEADERS.step] ?? cursor?.step,
-        attempt: headers[STEP_HEADERS.attempt] ?? cursor?.attempt,
+      // Built only for a message that is logged (most are applied without a word).
+      const log = () => {
+        const cursor = (d.instance ?? tr.instance(sagaId))?.state.cursor;
+        const headers = env.headers ?? {};
+        return { sagaId, messageId: env.id, type: env.type, code: d.code, step: headers[STEP_HEADERS.step] ?? cursor?.step, attempt: headers[STEP_HEADERS.attempt] ?? cursor?.attempt };
       };
       if (d.outcome === 'rejected') {
         const code = d.code;
@@ -113,13 +114,13 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
           failed(RETRYABLE_REJECTIONS.has(code) ? new RetryableError(code, d.message ?? code) : new PermanentError(code, d.message ?? code)),
         );
         release.push(env.id);
-        logger.warn(log, d.message ?? 'message rejected');
+        logger.warn(log(), d.message ?? 'message rejected');
       } else if (d.outcome === 'ignored') {
         outcomes.set(index, { kind: 'applied', note: d.code });
-        logger.info(log, d.message ?? 'message ignored');
+        logger.info(log(), d.message ?? 'message ignored');
       } else {
         outcomes.set(index, d.code ? { kind: 'applied', note: d.code } : APPLIED);
-        if (d.code) logger.info(log, d.message ?? d.code);
+        if (d.code) logger.info(log(), d.message ?? d.code);
       }
     }
     await parkInputs(tx, deps, parked, (id) => tr.instance(id)!);

@@ -27,6 +27,7 @@ import {
   type Transport,
 } from '../transport/contract.js';
 import { Batcher, type Outcome } from '../scheduling/batcher.js';
+import { PROBE_SENT_HEADER, probedDb, wallMs, type LatencyProbe, type ProbeSnapshot } from '../observability/latency-probe.js';
 import { DeadLetterRecorder, type DeadLetterRecord } from '../dead-letters/recorder.js';
 import { decodeDelivery, type Inbound } from '../transaction/decode.js';
 import { validateModule, type SagaflowModule } from '../module.js';
@@ -56,6 +57,8 @@ export interface WorkerOptions {
   readonly maxBatch?: number;
   /** Transactions in flight per consumer. */
   readonly maxConcurrentBatches?: number;
+  /** Extra transactions in flight per consumer for a short queue only (scheduling/batcher.ts). Default 2. */
+  readonly spareBatches?: number;
   readonly prefetch?: number;
   readonly retry?: RedeliveryPolicy;
   readonly maxMessageBytes?: number;
@@ -83,6 +86,8 @@ export interface WorkerOptions {
   readonly metrics?: Metrics;
   /** OpenTelemetry spans of the message path (no tracing work at all when absent). */
   readonly tracing?: SagaTracing;
+  /** Per-hop latency histograms for the bench's --breakdown (no timing work at all when absent). */
+  readonly latencyProbe?: LatencyProbe;
 }
 
 export interface SagaChange {
@@ -124,6 +129,8 @@ export interface WorkerStats {
   readonly deadLettersRecorded: number;
   /** Deliveries acknowledged as duplicates (same id and meaning already applied); logged at debug only. */
   readonly duplicates: number;
+  /** Per-hop latency histograms, only when the worker has a latency probe. */
+  readonly latency?: ProbeSnapshot;
 }
 
 /** The worker options a configuration implies (the CLI, the demo and the bench all start from it). */
@@ -134,6 +141,7 @@ export function workerOptionsFrom(config: Config, extra: Partial<WorkerOptions> 
     prefetch: config.prefetch,
     maxBatch: config.maxBatch,
     maxConcurrentBatches: config.concurrentBatches,
+    spareBatches: config.spareBatches,
     retry: config.retry,
     maxMessageBytes: config.maxMessageBytes,
     events: config.events,
@@ -182,7 +190,9 @@ export function createWorker(deps: {
     },
     o.relay,
   );
+  const probe = o.latencyProbe;
   const dispatcher = new OutboxDispatcher({
+    probe,
     publisher: transport.publisher,
     store: outbox,
     db,
@@ -254,13 +264,21 @@ export function createWorker(deps: {
   }
 
   function consumerHandler(registry: MessageRegistry, work: Work<Inbound>, kind: 'saga' | 'participant', consumer: string): Handler {
+    const deliveredAt = new WeakMap<Inbound, number>();
     const batcher = new Batcher<Inbound, void>({
       maxBatch: o.maxBatch ?? 64,
       maxConcurrent: o.maxConcurrentBatches ?? 2,
+      spare: o.spareBatches ?? 2,
       run: async (items) => {
-        const started = metrics || tracing ? performance.now() : 0;
+        const started = metrics || tracing || probe ? performance.now() : 0;
         const span = tracing?.transaction(consumer, items.map((i) => i.envelope));
-        const outcomes = await runTransactional({ db, dispatcher, logger }, items, work);
+        const marks = { committedAt: 0 };
+        if (probe) {
+          for (const i of items) probe.record(`${kind} wait for a batch slot`, started - (deliveredAt.get(i) ?? started));
+          probe.record(`${kind} batch size (messages, not ms)`, items.length);
+        }
+        const outcomes = await runTransactional({ db: probe ? probedDb(db, probe, marks, kind) : db, dispatcher, logger }, items, work);
+        if (probe && marks.committedAt) probe.record(`${kind} after COMMIT: dispatch + capacity wait`, performance.now() - marks.committedAt);
         if (kind === 'saga') await parkMismatched(items, outcomes);
         let batchDuplicates = 0;
         const results = outcomes.map((out): Outcome<void> => {
@@ -290,7 +308,16 @@ export function createWorker(deps: {
         metrics?.handled(consumer, 'dead_letter');
         throw err;
       }
+      if (!probe) return batcher.submit(item);
+      const t0 = performance.now();
+      const sent = Number(delivery.headers[PROBE_SENT_HEADER]);
+      if (sent > 0) probe.record(`${kind} broker publish -> delivered`, wallMs() - sent);
+      deliveredAt.set(item, t0);
       await batcher.submit(item);
+      const t1 = performance.now();
+      probe.record(`${kind} delivered -> handler resolved`, t1 - t0);
+      // The transports ack on the next turn of the event loop after the handler resolved.
+      setImmediate(() => probe.record(`${kind} handler resolved -> next turn (ack)`, performance.now() - t1));
     };
   }
 
@@ -336,6 +363,7 @@ export function createWorker(deps: {
       relayed: relay.published,
       deadLettersRecorded,
       duplicates,
+      ...(probe ? { latency: probe.snapshot() } : {}),
     }),
 
     async start() {

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { toCloudEvent } from '../../src/messages/cloudevents.js';
+import { checkedCloudEvent, cloudEventSchema, toCloudEvent } from '../../src/messages/cloudevents.js';
 import { canonicalJson, meaningDigest, type Envelope } from '../../src/messages/envelope.js';
 import { decodeMessage, encodeMessage } from '../../src/messages/wire.js';
 import { v01Decode, v01Encode } from '../fixtures/legacy-reader-v0.1.js';
@@ -165,6 +165,59 @@ describe('the meaning digest', () => {
 
   it('canonical JSON sorts keys at every level and keeps array order', () => {
     expect(canonicalJson({ b: [2, 1], a: { d: 1, c: null } })).toBe('{"a":{"c":null,"d":1},"b":[2,1]}');
+  });
+
+  it('canonical JSON is byte for byte what the first implementation wrote (stored inbox digests depend on it)', () => {
+    const reference = (v: unknown): string => {
+      if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null';
+      if (Array.isArray(v)) return `[${v.map((x) => (x === undefined ? 'null' : reference(x))).join(',')}]`;
+      const parts: string[] = [];
+      for (const k of Object.keys(v).sort()) {
+        const x = (v as Record<string, unknown>)[k];
+        if (x !== undefined) parts.push(`${JSON.stringify(k)}:${reference(x)}`);
+      }
+      return `{${parts.join(',')}}`;
+    };
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 4 }), (v) => {
+        expect(canonicalJson(v)).toBe(reference(v));
+      }),
+      { seed, numRuns: 500 },
+    );
+  });
+});
+
+describe('the hand-written CloudEvent check', () => {
+  const { random } = seededRandom('CloudEvent hand check');
+  const written = toCloudEvent(base);
+  const edge: unknown[] = [
+    undefined, null, '', 'x', 1, 0, -1, 1.5, 1000, 1001, '1', '0', '1000', '1001', '01', '1234567890', ' 1', true, [], {}, 'a'.repeat(128), 'a'.repeat(129),
+    'a'.repeat(200), 'a'.repeat(201), 'a'.repeat(1024), 'a'.repeat(1025), 'a'.repeat(4096), 'a'.repeat(4097), base.id, base.id.toUpperCase(),
+    '00000000-0000-0000-0000-000000000000', '7c9e6679-7425-00de-944b-e07fc1f90ae7', '7c9e6679-7425-40de-744b-e07fc1f90ae7', `${base.id} `,
+    '2026-12-01T12:00:00.000Z', '2026-12-01T12:00:00Z', '2026-12-01T12:00:00+02:00', '2026-02-29T12:00:00Z', '2028-02-29T12:00:00Z', '2026-12-01 12:00:00Z',
+    '2026-12-01T24:00:00Z', '2026-12-01T12:00:00', '123456789012', '1234567890123', '1.0', '1.1', 'application/json', 'text/plain',
+  ];
+  const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
+
+  it('accepts what sagaflow writes, without zod', () => {
+    expect(checkedCloudEvent(JSON.parse(JSON.stringify(written)))).toEqual(cloudEventSchema.parse(JSON.parse(JSON.stringify(written))));
+    expect(checkedCloudEvent({ ...written, schemaversion: '1', deadlinems: '5000', extra: 1 })).toEqual(cloudEventSchema.parse({ ...written, schemaversion: '1', deadlinems: '5000', extra: 1 }));
+  });
+
+  it('accepts only what the schema accepts, and then returns what the schema returns', () => {
+    const attrs = [...Object.keys(cloudEventSchema.shape), 'unknownattr'];
+    let fast = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const raw: Record<string, unknown> = { ...written };
+      for (let k = 1 + Math.floor(random() * 3); k > 0; k--) raw[pick(attrs)] = pick(edge);
+      const hand = checkedCloudEvent(raw);
+      const zod = cloudEventSchema.safeParse(raw);
+      if (hand === undefined) continue;
+      fast++;
+      expect(zod.success, JSON.stringify(raw)).toBe(true);
+      expect(hand).toEqual(zod.data);
+    }
+    expect(fast).toBeGreaterThan(1000);
   });
 });
 

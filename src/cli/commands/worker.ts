@@ -1,5 +1,6 @@
 import { DefinitionError, UsageError, errorMessage } from '../../errors.js';
 import { setupObservability } from '../../observability/setup.js';
+import { LatencyProbe } from '../../observability/latency-probe.js';
 import { parseNameList, selectParticipants, type ParticipantSelection } from '../../participant/select.js';
 import { createTransport } from '../../transport/create.js';
 import { createWorker, workerOptionsFrom, type Role } from '../../worker/worker.js';
@@ -38,6 +39,8 @@ export async function workerCommand(ctx: CliContext, opts: WorkerCommandOptions)
       participants,
       ...(obs.metrics ? { metrics: obs.metrics } : {}),
       ...(obs.tracing ? { tracing: obs.tracing } : {}),
+      // The bench's --breakdown sets this: per-hop latency histograms in the worker-stopped line.
+      ...(process.env.SAGAFLOW_LATENCY_PROBE === '1' ? { latencyProbe: new LatencyProbe() } : {}),
     }),
   });
   let started = false;
