@@ -53,6 +53,8 @@ const { values: a } = parseArgs({
     'skip-half-load': { type: 'boolean', default: false },
     'queue-type': { type: 'string', default: 'quorum' },
     breakdown: { type: 'boolean', default: false },
+    // resilience: at most K commands in flight per participant (0: no bulkhead)
+    bulkhead: { type: 'string', default: '0' },
   },
   strict: true,
 });
@@ -130,6 +132,7 @@ async function main(): Promise<void> {
     SAGAFLOW_KAFKA_PARTITIONS: a.partitions!,
     SAGAFLOW_RABBITMQ_QUEUE_TYPE: a['queue-type']!,
     ...(a.breakdown ? PROBE_VARS : {}),
+    ...(Number(a.bulkhead) > 0 ? { ORDER_BULKHEAD: a.bulkhead! } : {}),
   };
   const config: Config = loadConfig(vars);
   const db = createDb({ connectionString: config.databaseUrl, max: 2, applicationName: 'sagaflow-bench' });
@@ -318,6 +321,7 @@ async function main(): Promise<void> {
     }
     const t = exampleTables(exampleSchema);
     const twice = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM (SELECT 1 FROM ${t.effects} GROUP BY order_id, kind HAVING count(*) > 1) x`);
+    const timedOut = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${schema}".saga_steps WHERE status = 'timed_out'`);
     const messagesPerSaga = (published + N) / N; // worker publishes + the PlaceOrder the bench sent
     const result = {
       transport: transportName,
@@ -336,6 +340,8 @@ async function main(): Promise<void> {
       fractionOfBaseline: baseline ? round((sat.sagasPerSec * messagesPerSaga) / baseline.msgsPerSec, 3) : null,
       messageBytes,
       effectsAppliedTwice: twice.rows[0]!.n,
+      stepTimeoutsFired: timedOut.rows[0]!.n,
+      bulkhead: Number(a.bulkhead) || null,
       processes: memory ? 'one process (memory transport)' : `orchestrator x1, participants x${a.participants}`,
       settings: { batch: Number(a.batch), prefetch: Number(a.prefetch), concurrency: Number(a.concurrency), dbPool: Number(a['db-pool']), events: a.events },
     };
@@ -355,6 +361,7 @@ async function main(): Promise<void> {
         ['raw transport baseline (msgs/s)', result.baselineMsgsPerSec ?? 'n/a'],
         ['fraction of baseline', result.fractionOfBaseline ?? 'n/a'],
         ['effects applied twice', result.effectsAppliedTwice],
+        ['step timeouts fired', result.stepTimeoutsFired],
       ];
       for (const [k, v] of rows) process.stdout.write(`${k.padEnd(40)} ${String(v)}\n`);
     }

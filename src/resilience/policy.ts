@@ -34,9 +34,23 @@ export const DEFAULT_BREAKER: BreakerPolicy = Object.freeze({
   releasePerSecond: 200,
 });
 
+/** Concurrency limit (bulkhead) of one gate: commands sent whose reply is not yet applied. */
+export interface BulkheadPolicy {
+  readonly maxInFlight: number;
+  /**
+   * How long a saga held at a full bulkhead sleeps before it asks again on its own. It is normally
+   * woken much earlier: a freed slot is handed to the longest-waiting saga at once. Long on purpose,
+   * so that a backlog of 100,000 held sagas costs no polling.
+   */
+  readonly maxWaitMs: number;
+}
+
+export const DEFAULT_BULKHEAD: Omit<BulkheadPolicy, 'maxInFlight'> = Object.freeze({ maxWaitMs: 120_000 });
+
 /** What a module configures (module export `resilience`), keyed by gate name. */
 export interface ResilienceConfig {
   readonly circuits?: Readonly<Record<string, Partial<BreakerPolicy>>>;
+  readonly bulkheads?: Readonly<Record<string, Partial<BulkheadPolicy> & { maxInFlight: number }>>;
 }
 
 export function breakerPolicy(gate: string, p: Partial<BreakerPolicy>): BreakerPolicy {
@@ -53,4 +67,15 @@ export function breakerPolicy(gate: string, p: Partial<BreakerPolicy>): BreakerP
 
 export function breakerPolicies(cfg: ResilienceConfig | undefined): ReadonlyMap<string, BreakerPolicy> {
   return new Map(Object.entries(cfg?.circuits ?? {}).map(([gate, p]) => [gate, breakerPolicy(gate, p)]));
+}
+
+export function bulkheadPolicy(gate: string, p: Partial<BulkheadPolicy> & { maxInFlight: number }): BulkheadPolicy {
+  const r = { ...DEFAULT_BULKHEAD, ...p };
+  if (!Number.isInteger(r.maxInFlight) || r.maxInFlight < 1) throw new DefinitionError(`bulkhead ${gate}: maxInFlight must be an integer >= 1`);
+  if (!(Number.isFinite(r.maxWaitMs) && r.maxWaitMs > 0)) throw new DefinitionError(`bulkhead ${gate}: maxWaitMs must be a positive number`);
+  return Object.freeze(r);
+}
+
+export function bulkheadPolicies(cfg: ResilienceConfig | undefined): ReadonlyMap<string, BulkheadPolicy> {
+  return new Map(Object.entries(cfg?.bulkheads ?? {}).map(([gate, p]) => [gate, bulkheadPolicy(gate, p)]));
 }

@@ -127,9 +127,10 @@ export class TransitionBatch {
     const d = decide(def, inst, input, this.cfg.decide);
     if (!this.#gates || d.outcome !== 'applied') return d;
     const hold = new Map<string, Hold>();
+    const held = inst?.state.cursor?.waiting === 'held' ? inst.state.cursor.held?.gate : undefined;
     for (const c of d.commands) {
       if (c.gate === undefined || hold.has(c.gate)) continue;
-      const h = await this.#gates.admit(tx, c.gate, sagaId);
+      const h = await this.#gates.admit(tx, c.gate, sagaId, { commandId: c.id, tenantId: d.instance!.tenantId, wasHeld: held === c.gate });
       if (h) hold.set(c.gate, h);
     }
     return hold.size === 0 ? d : decide(def, inst, input, { ...this.cfg.decide, hold });

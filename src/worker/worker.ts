@@ -37,8 +37,7 @@ import { parkSaga } from '../transaction/park.js';
 import { sagaWork } from '../transaction/saga-work.js';
 import { transitionSettings, type AppliedDecision, type EventsMode } from '../transaction/transitions.js';
 import { TimerService, type TimerOptions } from './timers.js';
-import { CircuitGates } from '../resilience/circuit-gates.js';
-import { breakerPolicies } from '../resilience/policy.js';
+import { resilienceRuntime } from '../resilience/runtime.js';
 import { runTransactional, type Work } from '../transaction/run.js';
 import type { MessageOutcome } from '../transaction/outcome.js';
 import { DEFAULT_WIRE_FORMAT, type WireFormat } from '../messages/wire.js';
@@ -80,6 +79,8 @@ export interface WorkerOptions {
   readonly wireFormat?: WireFormat;
   /** Use the module's circuit breakers (default true). */
   readonly circuits?: boolean;
+  /** Use the module's bulkheads and rate limits (default true). */
+  readonly limits?: boolean;
   /** How long a process trusts its cached view of a closed breaker (default 500 ms). */
   readonly circuitRefreshMs?: number;
   /** Prometheus metrics to update (none when absent). */
@@ -150,6 +151,7 @@ export function workerOptionsFrom(config: Config, extra: Partial<WorkerOptions> 
     recordInputs: config.recordInputs,
     outboxGraceMs: config.outboxGraceMs,
     circuits: config.circuits,
+    limits: config.limits,
     relay: polls,
     timers: polls,
     inboxRetentionMs: config.retention.inboxMs,
@@ -199,18 +201,17 @@ export function createWorker(deps: {
     logger,
     onLeftBehind: () => relay.wake(graceMs + 50),
   });
-  const policies = o.circuits === false || sagas.length === 0 ? new Map() : breakerPolicies(mod.resilience);
-  const gates =
-    policies.size === 0
-      ? undefined
-      : new CircuitGates({
-          schema,
-          policies,
-          logger,
-          random: o.random ?? Math.random,
-          onRelease: () => timers?.wakeIn(0),
-          ...(o.circuitRefreshMs !== undefined ? { refreshMs: o.circuitRefreshMs } : {}),
-        });
+  const resilience = resilienceRuntime({
+    schema,
+    config: sagas.length === 0 ? undefined : mod.resilience,
+    circuits: o.circuits !== false,
+    limits: o.limits !== false,
+    logger,
+    random: o.random ?? Math.random,
+    onRelease: () => timers?.wakeIn(0),
+    circuitRefreshMs: o.circuitRefreshMs,
+  });
+  const gates = resilience.gates;
   const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random, wireFormat: o.wireFormat, gates, recordInputs: o.recordInputs });
   const defs = new DefinitionSet(sagas);
   const versions: VersionDeps = { defs, pending: new PendingInputStore(schema), recorder, logger, warnMissing: warnOnce(logger, defs) };
@@ -397,6 +398,7 @@ export function createWorker(deps: {
         subscriptions.push(await transport.subscriber.subscribe([DEAD_LETTER_TOPIC], DEAD_LETTER_CONSUMER, recordDeadLetter, subOpts));
       }
       await relay.start();
+      await resilience.start(db);
       timers?.start();
       if ((o.inboxRetentionMs ?? 0) >= 0) {
         const retention = o.inboxRetentionMs ?? 7 * 24 * 3600_000;
@@ -412,6 +414,7 @@ export function createWorker(deps: {
 
     async stop() {
       if (pruneTimer) clearInterval(pruneTimer);
+      resilience.stop();
       stopLagWatch?.();
       await Promise.allSettled(subscriptions.splice(0).map((s) => s.close()));
       await Promise.allSettled(batchers.map((b) => b.idle()));
