@@ -53,7 +53,7 @@ const { values: a } = parseArgs({
     'skip-half-load': { type: 'boolean', default: false },
     'queue-type': { type: 'string', default: 'quorum' },
     breakdown: { type: 'boolean', default: false },
-    // resilience: at most K commands in flight per participant (0: no bulkhead)
+    // resilience: at most K commands in flight per participant, replies on a queue of their own (0: neither)
     bulkhead: { type: 'string', default: '0' },
   },
   strict: true,
@@ -132,7 +132,7 @@ async function main(): Promise<void> {
     SAGAFLOW_KAFKA_PARTITIONS: a.partitions!,
     SAGAFLOW_RABBITMQ_QUEUE_TYPE: a['queue-type']!,
     ...(a.breakdown ? PROBE_VARS : {}),
-    ...(Number(a.bulkhead) > 0 ? { ORDER_BULKHEAD: a.bulkhead! } : {}),
+    ...(Number(a.bulkhead) > 0 ? { ORDER_BULKHEAD: a.bulkhead!, SAGAFLOW_REPLY_QUEUE: 'separate' } : {}),
   };
   const config: Config = loadConfig(vars);
   const db = createDb({ connectionString: config.databaseUrl, max: 2, applicationName: 'sagaflow-bench' });

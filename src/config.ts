@@ -104,6 +104,7 @@ export const envSchema = z.object({
   /** off: ignore the module's circuit breakers (every command is sent at once, as without them). */
   SAGAFLOW_CIRCUITS: z.enum(['on', 'off']).default('on'),
   SAGAFLOW_LIMITS: z.enum(['on', 'off']).default('on'),
+  SAGAFLOW_REPLY_QUEUE: z.enum(['shared', 'separate']).default('shared'),
   /** Reliability testing only: publish every outgoing message twice. */
   SAGAFLOW_FAULT_DUPLICATE_PUBLISH: z.enum(['0', '1']).default('0'),
 });
@@ -169,6 +170,7 @@ function toConfig(e: Env) {
     otel: e.SAGAFLOW_OTEL === '1',
     circuits: e.SAGAFLOW_CIRCUITS === 'on',
     limits: e.SAGAFLOW_LIMITS === 'on',
+    replyQueue: e.SAGAFLOW_REPLY_QUEUE,
     faults: { duplicatePublish: e.SAGAFLOW_FAULT_DUPLICATE_PUBLISH === '1' },
   };
 }

@@ -79,6 +79,12 @@ export interface WorkerOptions {
   readonly wireFormat?: WireFormat;
   /** Use the module's circuit breakers (default true). */
   readonly circuits?: boolean;
+  /**
+   * shared (default): replies arrive on the saga's own topic, behind its start messages. separate:
+   * on `<topic>.replies`, a queue of their own, so a backlog of starts cannot delay replies past
+   * their steps' timeouts (with a bulkhead, a burst then fires no timeout by queueing).
+   */
+  readonly replyQueue?: 'shared' | 'separate';
   /** Use the module's bulkheads and rate limits (default true). */
   readonly limits?: boolean;
   /** How long a process trusts its cached view of a closed breaker (default 500 ms). */
@@ -152,6 +158,7 @@ export function workerOptionsFrom(config: Config, extra: Partial<WorkerOptions> 
     outboxGraceMs: config.outboxGraceMs,
     circuits: config.circuits,
     limits: config.limits,
+    replyQueue: config.replyQueue,
     relay: polls,
     timers: polls,
     inboxRetentionMs: config.retention.inboxMs,
@@ -212,7 +219,8 @@ export function createWorker(deps: {
     circuitRefreshMs: o.circuitRefreshMs,
   });
   const gates = resilience.gates;
-  const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random, wireFormat: o.wireFormat, gates, recordInputs: o.recordInputs });
+  const replyQueue = o.replyQueue === 'separate' ? (def: { topic: string; consumer: string }) => ({ topic: `${def.topic}.replies`, consumer: `${def.consumer}.replies` }) : undefined;
+  const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random, wireFormat: o.wireFormat, gates, recordInputs: o.recordInputs, replyTopic: replyQueue && ((def) => replyQueue(def).topic) });
   const defs = new DefinitionSet(sagas);
   const versions: VersionDeps = { defs, pending: new PendingInputStore(schema), recorder, logger, warnMissing: warnOnce(logger, defs) };
   const { metrics, tracing } = o;
@@ -340,12 +348,14 @@ export function createWorker(deps: {
     return {
       topics: [
         ...all.map((s) => ({ name: s.topic })),
+        ...(replyQueue ? all.map((s) => ({ name: replyQueue(s).topic })) : []),
         ...parts.flatMap((p) => p.topics.map((t) => ({ name: t }))),
         { name: transitions.eventsTopic, requireRoute: false },
         { name: DEAD_LETTER_TOPIC },
       ],
       consumers: [
         ...all.map((s) => ({ consumer: s.consumer, topics: [s.topic] })),
+        ...(replyQueue ? all.map((s) => ({ consumer: replyQueue(s).consumer, topics: [replyQueue(s).topic] })) : []),
         ...parts.map((p) => ({ consumer: p.consumer, topics: p.topics })),
         { consumer: DEAD_LETTER_CONSUMER, topics: [DEAD_LETTER_TOPIC] },
       ],
@@ -378,6 +388,11 @@ export function createWorker(deps: {
         // Replies of every version this worker has are understood (older ones may expect other types).
         const registry = new MessageRegistry(defs.all().filter((d) => d.name === def.name).flatMap((d) => d.registry.all()));
         subscriptions.push(await transport.subscriber.subscribe([def.topic], def.consumer, consumerHandler(registry, work, 'saga', def.consumer), subOpts));
+        if (replyQueue) {
+          // The same work; the saga topic keeps serving replies to commands sent before the switch.
+          const r = replyQueue(def);
+          subscriptions.push(await transport.subscriber.subscribe([r.topic], r.consumer, consumerHandler(registry, work, 'saga', r.consumer), subOpts));
+        }
       }
       for (const p of participants) {
         const registry = new MessageRegistry([...p.handlers.values()].map((h) => h.message));
