@@ -17,6 +17,8 @@ export default function orderModule(ctx: { env: Readonly<Record<string, string |
       ...(ctx.env.ORDER_CIRCUITS === 'on' ? { circuits: { payment: paymentBreaker(ctx.env) } } : {}),
       // ORDER_BULKHEAD=K: at most K commands in flight to each participant (the backlog bench).
       ...(ctx.env.ORDER_BULKHEAD ? { bulkheads: bulkheads(Number(ctx.env.ORDER_BULKHEAD)) } : {}),
+      // ORDER_PAYMENT_RATE=R: at most R charges and refunds per second (the rate-limit test).
+      ...(ctx.env.ORDER_PAYMENT_RATE ? { rateLimits: { payment: { perSecond: Number(ctx.env.ORDER_PAYMENT_RATE) } } } : {}),
     },
     participants: orderParticipants(schema),
     messages: [PlaceOrder, SetPaymentOutage],

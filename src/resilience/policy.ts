@@ -86,7 +86,7 @@ export function bulkheadPolicies(cfg: ResilienceConfig | undefined): ReadonlyMap
 /** Rate limit of one gate: at most `perSecond` commands sent per second, across every process. */
 export interface RateLimitPolicy {
   readonly perSecond: number;
-  /** Tokens the bucket holds at most (a burst after a quiet spell). Default perSecond / 10, at least 1. */
+  /** Tokens the bucket holds at most (a burst after a quiet spell; also what a late ask still finds). Default perSecond / 4, at least 1. */
   readonly burst: number;
   /** Also at most this many per second for any one tenant, so one tenant cannot take the whole rate. */
   readonly perTenant: number | undefined;
@@ -101,7 +101,7 @@ export interface RateLimitPolicy {
 export function rateLimitPolicy(gate: string, p: Partial<RateLimitPolicy> & { perSecond: number }): RateLimitPolicy {
   const bad = (what: string) => new DefinitionError(`rate limit ${gate}: ${what}`);
   if (!(Number.isFinite(p.perSecond) && p.perSecond > 0)) throw bad('perSecond must be a positive number');
-  const r: RateLimitPolicy = { burst: Math.max(1, p.perSecond / 10), perTenant: undefined, leaseMs: 100, ...p };
+  const r: RateLimitPolicy = { burst: Math.max(1, p.perSecond / 4), perTenant: undefined, leaseMs: 100, ...p };
   if (!(Number.isFinite(r.burst) && r.burst >= 1)) throw bad('burst must be >= 1');
   if (r.perTenant !== undefined && !(Number.isFinite(r.perTenant) && r.perTenant > 0)) throw bad('perTenant must be a positive number');
   if (!(Number.isFinite(r.leaseMs) && r.leaseMs > 0)) throw bad('leaseMs must be a positive number');

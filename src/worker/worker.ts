@@ -209,6 +209,7 @@ export function createWorker(deps: {
     onLeftBehind: () => relay.wake(graceMs + 50),
   });
   const resilience = resilienceRuntime({
+    db,
     schema,
     config: sagas.length === 0 ? undefined : mod.resilience,
     circuits: o.circuits !== false,
