@@ -67,6 +67,8 @@ const { values: a } = parseArgs({
     'skip-half-load': { type: 'boolean', default: false },
     'queue-type': { type: 'string', default: 'quorum' },
     breakdown: { type: 'boolean', default: false },
+    // resilience: at most K commands in flight per participant, replies on a queue of their own (0: neither)
+    bulkhead: { type: 'string', default: '0' },
   },
   strict: true,
 });
@@ -146,6 +148,7 @@ async function main(): Promise<void> {
     // Retention windows reach the workers (their inbox pruning) and the long run's prune().
     ...Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[0].startsWith('SAGAFLOW_RETAIN_') && e[1] !== undefined)),
     ...(a.breakdown ? PROBE_VARS : {}),
+    ...(Number(a.bulkhead) > 0 ? { ORDER_BULKHEAD: a.bulkhead!, SAGAFLOW_REPLY_QUEUE: 'separate' } : {}),
   };
   const config: Config = loadConfig(vars);
   const db = createDb({ connectionString: config.databaseUrl, max: 2, applicationName: 'sagaflow-bench' });
@@ -354,6 +357,7 @@ async function main(): Promise<void> {
     }
     const t = exampleTables(exampleSchema);
     const twice = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM (SELECT 1 FROM ${t.effects} GROUP BY order_id, kind HAVING count(*) > 1) x`);
+    const timedOut = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${schema}".saga_steps WHERE status = 'timed_out'`);
     const messagesPerSaga = (published + N) / N; // worker publishes + the PlaceOrder the bench sent
     const result = {
       transport: transportName,
@@ -372,6 +376,8 @@ async function main(): Promise<void> {
       fractionOfBaseline: baseline ? round((sat.sagasPerSec * messagesPerSaga) / baseline.msgsPerSec, 3) : null,
       messageBytes,
       effectsAppliedTwice: twice.rows[0]!.n,
+      stepTimeoutsFired: timedOut.rows[0]!.n,
+      bulkhead: Number(a.bulkhead) || null,
       processes: processes(),
       inboxDuplicates: memory ? null : duplicates,
       ...(waits ? { waits } : {}),
@@ -393,6 +399,7 @@ async function main(): Promise<void> {
         ['raw transport baseline (msgs/s)', result.baselineMsgsPerSec ?? 'n/a'],
         ['fraction of baseline', result.fractionOfBaseline ?? 'n/a'],
         ['effects applied twice', result.effectsAppliedTwice],
+        ['step timeouts fired', result.stepTimeoutsFired],
         ['inbox duplicates (saturation)', result.inboxDuplicates ?? 'n/a'],
       ];
       for (const [k, v] of rows) process.stdout.write(`${k.padEnd(40)} ${String(v)}\n`);

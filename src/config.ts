@@ -103,6 +103,8 @@ export const envSchema = z.object({
   SAGAFLOW_OTEL: z.enum(['0', '1']).default('0'),
   /** off: ignore the module's circuit breakers (every command is sent at once, as without them). */
   SAGAFLOW_CIRCUITS: z.enum(['on', 'off']).default('on'),
+  SAGAFLOW_LIMITS: z.enum(['on', 'off']).default('on'),
+  SAGAFLOW_REPLY_QUEUE: z.enum(['shared', 'separate']).default('shared'),
   /** Reliability testing only: publish every outgoing message twice. */
   SAGAFLOW_FAULT_DUPLICATE_PUBLISH: z.enum(['0', '1']).default('0'),
 });
@@ -167,6 +169,8 @@ function toConfig(e: Env) {
     health: { port: e.SAGAFLOW_HEALTH_PORT, host: e.SAGAFLOW_HEALTH_HOST, stuckMs: e.SAGAFLOW_HEALTH_STUCK_MS },
     otel: e.SAGAFLOW_OTEL === '1',
     circuits: e.SAGAFLOW_CIRCUITS === 'on',
+    limits: e.SAGAFLOW_LIMITS === 'on',
+    replyQueue: e.SAGAFLOW_REPLY_QUEUE,
     faults: { duplicatePublish: e.SAGAFLOW_FAULT_DUPLICATE_PUBLISH === '1' },
   };
 }

@@ -6,7 +6,7 @@ import { checkMigration, type SagaMigration } from './saga/migration.js';
 import { DefinitionSet } from './saga/versions.js';
 import type { ParticipantDefinition } from './participant/definition.js';
 import { DefinitionError } from './errors.js';
-import { breakerPolicies, type ResilienceConfig } from './resilience/policy.js';
+import { breakerPolicies, bulkheadPolicies, rateLimitPolicies, type ResilienceConfig } from './resilience/policy.js';
 
 /**
  * What a user module exports for `sagaflow worker --module <file>`: its sagas and participants,
@@ -57,6 +57,8 @@ export function validateModule(mod: SagaflowModule): void {
   }
   moduleRegistry(mod); // throws if one type name stands for two schemas
   breakerPolicies(mod.resilience); // throws on a bad breaker setting
+  bulkheadPolicies(mod.resilience);
+  rateLimitPolicies(mod.resilience);
   const migrations = new Set<string>();
   for (const m of mod.migrations ?? []) {
     const key = `${m.saga} v${m.from} -> v${m.to}`;

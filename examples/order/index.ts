@@ -13,7 +13,13 @@ export default function orderModule(ctx: { env: Readonly<Record<string, string |
   return {
     sagas: [orderSagaWith({ onOutage })],
     // ORDER_CIRCUITS=on: a breaker on the payment participant (the outage walkthrough and test).
-    ...(ctx.env.ORDER_CIRCUITS === 'on' ? { resilience: { circuits: { payment: paymentBreaker(ctx.env) } } } : {}),
+    resilience: {
+      ...(ctx.env.ORDER_CIRCUITS === 'on' ? { circuits: { payment: paymentBreaker(ctx.env) } } : {}),
+      // ORDER_BULKHEAD=K: at most K commands in flight to each participant (the backlog bench).
+      ...(ctx.env.ORDER_BULKHEAD ? { bulkheads: bulkheads(Number(ctx.env.ORDER_BULKHEAD)) } : {}),
+      // ORDER_PAYMENT_RATE=R: at most R charges and refunds per second (the rate-limit test).
+      ...(ctx.env.ORDER_PAYMENT_RATE ? { rateLimits: { payment: { perSecond: Number(ctx.env.ORDER_PAYMENT_RATE) } } } : {}),
+    },
     participants: orderParticipants(schema),
     messages: [PlaceOrder, SetPaymentOutage],
     migrate: (db) => migrateExample(db, schema),
@@ -24,6 +30,10 @@ export default function orderModule(ctx: { env: Readonly<Record<string, string |
 function paymentBreaker(env: Readonly<Record<string, string | undefined>>) {
   const coolDownMs = Number(env.ORDER_CIRCUIT_COOLDOWN_MS ?? 3000);
   return { failureThreshold: 5, windowMs: 10_000, coolDownMs, probeTimeoutMs: 30_000, releasePerSecond: 200 };
+}
+
+function bulkheads(maxInFlight: number) {
+  return { stock: { maxInFlight }, payment: { maxInFlight }, shipping: { maxInFlight } };
 }
 
 export { orderSaga, orderSagaWith } from './saga.js';

@@ -137,6 +137,50 @@ export class Metrics {
         this.set((await read()).timerLagSeconds);
       },
     });
+    const schema = quoteSchema(sources.schema);
+    // A database away must not fail the scrape (the other gauges still answer): no rows, no series.
+    const rowsOf = async <R extends object>(sql: string): Promise<R[]> => (await sources.db.query<R>(sql).catch(() => ({ rows: [] as R[] }))).rows;
+    new Gauge({
+      name: 'sagaflow_gate_waiting_sagas',
+      help: 'Running sagas whose next command waits at a gate, by gate and by what holds it (circuit, bulkhead, rate limit).',
+      labelNames: ['gate', 'kind'],
+      registers,
+      async collect() {
+        this.reset();
+        const rows = await rowsOf<{ gate: string; kind: string; n: number }>(
+          `SELECT state->'cursor'->'held'->>'gate' AS gate, split_part(state->'cursor'->'held'->>'reason', ' ', 2) AS kind, count(*)::int AS n
+           FROM ${schema}.sagas WHERE state->'cursor'->>'waiting' = 'held' GROUP BY 1, 2`,
+        );
+        for (const r of rows) if (typeof r.n === 'number') this.set({ gate: r.gate, kind: r.kind === 'rate' ? 'rate_limit' : r.kind }, r.n);
+      },
+    });
+    new Gauge({
+      name: 'sagaflow_circuit_state',
+      help: 'Circuit breaker state per gate: 0 closed, 1 half-open, 2 open.',
+      labelNames: ['gate'],
+      registers,
+      async collect() {
+        this.reset();
+        const rows = await rowsOf<{ name: string; state: string }>(`SELECT name, state FROM ${schema}.circuits`);
+        for (const r of rows) if (typeof r.name === 'string') this.set({ gate: r.name }, r.state === 'open' ? 2 : r.state === 'half_open' ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'sagaflow_bulkhead_in_flight',
+      help: 'Commands sent and not yet answered per bulkhead gate (slots taken), against its limit (slots).',
+      labelNames: ['gate', 'of'],
+      registers,
+      async collect() {
+        this.reset();
+        const rows = await rowsOf<{ gate: string; slots: number; taken: number }>(
+          `SELECT gate, count(*)::int AS slots, count(command_id)::int AS taken FROM ${schema}.gate_slots GROUP BY gate`,
+        );
+        for (const r of rows.filter((x) => typeof x.slots === 'number')) {
+          this.set({ gate: r.gate, of: 'taken' }, r.taken);
+          this.set({ gate: r.gate, of: 'slots' }, r.slots);
+        }
+      },
+    });
     const pool = sources.db.pool;
     if (pool) {
       new Gauge({

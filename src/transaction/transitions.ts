@@ -27,6 +27,8 @@ export interface TransitionSettings {
   readonly gates?: Gates | undefined;
   /** Keep every applied input with its path (saga_inputs), for `sagaflow history export`. */
   readonly recordInputs: boolean;
+  /** Where participants send replies: the saga's own topic, or a replies topic of its own (see worker option replyQueue). */
+  readonly replyTopic?: ((def: SagaDefinition) => string) | undefined;
 }
 
 /** The one place the transition settings get their defaults (worker, timers, operator actions, admin API). */
@@ -38,6 +40,7 @@ export function transitionSettings(
     wireFormat?: WireFormat | undefined;
     gates?: Gates | undefined;
     recordInputs?: boolean | undefined;
+    replyTopic?: ((def: SagaDefinition) => string) | undefined;
   } = {},
 ): TransitionSettings {
   return {
@@ -47,6 +50,7 @@ export function transitionSettings(
     wireFormat: o.wireFormat ?? DEFAULT_WIRE_FORMAT,
     gates: o.gates,
     recordInputs: o.recordInputs ?? true,
+    replyTopic: o.replyTopic,
   };
 }
 
@@ -127,9 +131,10 @@ export class TransitionBatch {
     const d = decide(def, inst, input, this.cfg.decide);
     if (!this.#gates || d.outcome !== 'applied') return d;
     const hold = new Map<string, Hold>();
+    const held = inst?.state.cursor?.waiting === 'held' ? inst.state.cursor.held?.gate : undefined;
     for (const c of d.commands) {
       if (c.gate === undefined || hold.has(c.gate)) continue;
-      const h = await this.#gates.admit(tx, c.gate, sagaId);
+      const h = await this.#gates.admit(tx, c.gate, sagaId, { commandId: c.id, tenantId: d.instance!.tenantId, wasHeld: held === c.gate });
       if (h) hold.set(c.gate, h);
     }
     return hold.size === 0 ? d : decide(def, inst, input, { ...this.cfg.decide, hold });
@@ -162,7 +167,7 @@ export class TransitionBatch {
         correlationId: inst.state.correlationId,
         causationId,
         sagaId: inst.id,
-        replyTo: def.topic,
+        replyTo: this.cfg.replyTopic ? this.cfg.replyTopic(def) : def.topic,
         source: `/sagaflow/sagas/${def.name}`,
         occurredAt,
         headers: cause.trace ? cause.trace.commandHeaders({ id: c.id, type: c.message.type, topic: c.message.topic, headers: c.headers }) : c.headers,

@@ -37,8 +37,7 @@ import { parkSaga } from '../transaction/park.js';
 import { sagaWork } from '../transaction/saga-work.js';
 import { transitionSettings, type AppliedDecision, type EventsMode } from '../transaction/transitions.js';
 import { TimerService, type TimerOptions } from './timers.js';
-import { CircuitGates } from '../resilience/circuit-gates.js';
-import { breakerPolicies } from '../resilience/policy.js';
+import { resilienceRuntime } from '../resilience/runtime.js';
 import { runTransactional, type Work } from '../transaction/run.js';
 import type { MessageOutcome } from '../transaction/outcome.js';
 import { DEFAULT_WIRE_FORMAT, type WireFormat } from '../messages/wire.js';
@@ -80,6 +79,14 @@ export interface WorkerOptions {
   readonly wireFormat?: WireFormat;
   /** Use the module's circuit breakers (default true). */
   readonly circuits?: boolean;
+  /**
+   * shared (default): replies arrive on the saga's own topic, behind its start messages. separate:
+   * on `<topic>.replies`, a queue of their own, so a backlog of starts cannot delay replies past
+   * their steps' timeouts (with a bulkhead, a burst then fires no timeout by queueing).
+   */
+  readonly replyQueue?: 'shared' | 'separate';
+  /** Use the module's bulkheads and rate limits (default true). */
+  readonly limits?: boolean;
   /** How long a process trusts its cached view of a closed breaker (default 500 ms). */
   readonly circuitRefreshMs?: number;
   /** Prometheus metrics to update (none when absent). */
@@ -150,6 +157,8 @@ export function workerOptionsFrom(config: Config, extra: Partial<WorkerOptions> 
     recordInputs: config.recordInputs,
     outboxGraceMs: config.outboxGraceMs,
     circuits: config.circuits,
+    limits: config.limits,
+    replyQueue: config.replyQueue,
     relay: polls,
     timers: polls,
     inboxRetentionMs: config.retention.inboxMs,
@@ -199,19 +208,20 @@ export function createWorker(deps: {
     logger,
     onLeftBehind: () => relay.wake(graceMs + 50),
   });
-  const policies = o.circuits === false || sagas.length === 0 ? new Map() : breakerPolicies(mod.resilience);
-  const gates =
-    policies.size === 0
-      ? undefined
-      : new CircuitGates({
-          schema,
-          policies,
-          logger,
-          random: o.random ?? Math.random,
-          onRelease: () => timers?.wakeIn(0),
-          ...(o.circuitRefreshMs !== undefined ? { refreshMs: o.circuitRefreshMs } : {}),
-        });
-  const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random, wireFormat: o.wireFormat, gates, recordInputs: o.recordInputs });
+  const resilience = resilienceRuntime({
+    db,
+    schema,
+    config: sagas.length === 0 ? undefined : mod.resilience,
+    circuits: o.circuits !== false,
+    limits: o.limits !== false,
+    logger,
+    random: o.random ?? Math.random,
+    onRelease: () => timers?.wakeIn(0),
+    circuitRefreshMs: o.circuitRefreshMs,
+  });
+  const gates = resilience.gates;
+  const replyQueue = o.replyQueue === 'separate' ? (def: { topic: string; consumer: string }) => ({ topic: `${def.topic}.replies`, consumer: `${def.consumer}.replies` }) : undefined;
+  const transitions = transitionSettings({ eventsTopic: o.eventsTopic, events: o.events, random: o.random, wireFormat: o.wireFormat, gates, recordInputs: o.recordInputs, replyTopic: replyQueue && ((def) => replyQueue(def).topic) });
   const defs = new DefinitionSet(sagas);
   const versions: VersionDeps = { defs, pending: new PendingInputStore(schema), recorder, logger, warnMissing: warnOnce(logger, defs) };
   const { metrics, tracing } = o;
@@ -339,12 +349,14 @@ export function createWorker(deps: {
     return {
       topics: [
         ...all.map((s) => ({ name: s.topic })),
+        ...(replyQueue ? all.map((s) => ({ name: replyQueue(s).topic })) : []),
         ...parts.flatMap((p) => p.topics.map((t) => ({ name: t }))),
         { name: transitions.eventsTopic, requireRoute: false },
         { name: DEAD_LETTER_TOPIC },
       ],
       consumers: [
         ...all.map((s) => ({ consumer: s.consumer, topics: [s.topic] })),
+        ...(replyQueue ? all.map((s) => ({ consumer: replyQueue(s).consumer, topics: [replyQueue(s).topic] })) : []),
         ...parts.map((p) => ({ consumer: p.consumer, topics: p.topics })),
         { consumer: DEAD_LETTER_CONSUMER, topics: [DEAD_LETTER_TOPIC] },
       ],
@@ -377,6 +389,11 @@ export function createWorker(deps: {
         // Replies of every version this worker has are understood (older ones may expect other types).
         const registry = new MessageRegistry(defs.all().filter((d) => d.name === def.name).flatMap((d) => d.registry.all()));
         subscriptions.push(await transport.subscriber.subscribe([def.topic], def.consumer, consumerHandler(registry, work, 'saga', def.consumer), subOpts));
+        if (replyQueue) {
+          // The same work; the saga topic keeps serving replies to commands sent before the switch.
+          const r = replyQueue(def);
+          subscriptions.push(await transport.subscriber.subscribe([r.topic], r.consumer, consumerHandler(registry, work, 'saga', r.consumer), subOpts));
+        }
       }
       for (const p of participants) {
         const registry = new MessageRegistry([...p.handlers.values()].map((h) => h.message));
@@ -397,6 +414,7 @@ export function createWorker(deps: {
         subscriptions.push(await transport.subscriber.subscribe([DEAD_LETTER_TOPIC], DEAD_LETTER_CONSUMER, recordDeadLetter, subOpts));
       }
       await relay.start();
+      await resilience.start(db);
       timers?.start();
       if ((o.inboxRetentionMs ?? 0) >= 0) {
         const retention = o.inboxRetentionMs ?? 7 * 24 * 3600_000;
@@ -412,6 +430,7 @@ export function createWorker(deps: {
 
     async stop() {
       if (pruneTimer) clearInterval(pruneTimer);
+      resilience.stop();
       stopLagWatch?.();
       await Promise.allSettled(subscriptions.splice(0).map((s) => s.close()));
       await Promise.allSettled(batchers.map((b) => b.idle()));

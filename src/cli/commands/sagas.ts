@@ -1,6 +1,7 @@
 import { NotFoundError, UsageError } from '../../errors.js';
 import { SAGA_STATUSES, type SagaStatus } from '../../saga/state.js';
 import { SagaStore } from '../../saga/store.js';
+import { BulkheadStore } from '../../resilience/bulkhead-store.js';
 import { CircuitStore } from '../../resilience/circuit-store.js';
 import type { CliContext } from '../context.js';
 import { circuitRows } from './circuits.js';
@@ -37,6 +38,8 @@ export async function sagasList(ctx: CliContext, opts: { status?: string; type?:
   process.stdout.write(`${table(rows.map((r) => ({ ...r, reason: r.waiting ?? r.reason })) as never, ['id', 'type', 'status', 'createdAt', 'updatedAt', 'reason'])}\n`);
   // Sagas paused by an outage are running, not stuck: say where they wait.
   if (circuits.length > 0) process.stdout.write(`\ncircuits not closed or with sagas waiting:\n${table(circuitRows(circuits) as never, ['name', 'state', 'waiting', 'failures', 'opens', 'probes', 'probeIn'])}\n`);
+  const bulkheads = await new BulkheadStore(ctx.config.schema).list(ctx.db());
+  if (bulkheads.length > 0) process.stdout.write(`\nbulkheads (commands in flight of slots; handed: freed for a waiting saga):\n${table(bulkheads as never, ['gate', 'inFlight', 'slots', 'handed'])}\n`);
 }
 
 export async function sagasShow(ctx: CliContext, rawId: string, opts: { json?: boolean }): Promise<void> {
