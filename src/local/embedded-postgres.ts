@@ -39,6 +39,8 @@ export interface EmbeddedPostgresOptions {
   /** Server log lines (stderr of the postgres process). */
   readonly onLog?: (line: string) => void;
   readonly startTimeoutMs?: number;
+  /** A fixed port instead of a free one: a restart on the same data directory keeps its clients' URL. */
+  readonly port?: number;
 }
 
 interface Binaries {
@@ -236,7 +238,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedPostgresOptions = {}):
 
   // A port taken between the probe and the bind makes postgres exit at once: try another.
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
+    const port = opts.port ?? (await freePort());
     const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
     let log = '';
     const child = spawn(
@@ -262,7 +264,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedPostgresOptions = {}):
     } catch (err) {
       if (child.exitCode === null) child.kill('SIGKILL');
       await exited;
-      if (attempt < 3 && /could not bind|Address already in use/.test(log)) continue;
+      if (attempt < 3 && opts.port === undefined && /could not bind|Address already in use/.test(log)) continue;
       throw err;
     }
     let stopping: Promise<void> | undefined;
