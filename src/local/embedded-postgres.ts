@@ -41,6 +41,11 @@ export interface EmbeddedPostgresOptions {
   readonly startTimeoutMs?: number;
   /** A fixed port instead of a free one: a restart on the same data directory keeps its clients' URL. */
   readonly port?: number;
+  /**
+   * synchronous_commit on: a COMMIT returns only once its WAL is on disk, so a crash of the server
+   * itself (`kill -9` of the postmaster) loses nothing. Off by default (a development database).
+   */
+  readonly durable?: boolean;
 }
 
 interface Binaries {
@@ -247,8 +252,9 @@ export async function startEmbeddedPostgres(opts: EmbeddedPostgresOptions = {}):
         '-D', dataDir, '-p', String(port),
         '-c', 'listen_addresses=127.0.0.1',
         '-c', "unix_socket_directories=",
-        // A development database: a crash of the machine may lose the last commits, never corrupt.
-        '-c', 'synchronous_commit=off',
+        // A development database: a crash of the server or the machine may lose the last commits
+        // (up to ~3 x wal_writer_delay), never corrupt; `durable` turns that off.
+        '-c', `synchronous_commit=${opts.durable ? 'on' : 'off'}`,
         '-c', 'max_connections=100',
       ],
       { ...ids, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LC_ALL: 'C', LANG: 'C' } },

@@ -171,7 +171,9 @@ describe('Postgres faults under a running order saga (P1)', () => {
     const { random } = seededRandom('postgres-faults restart');
     const base = mkdtempSync(join(tmpdir(), 'sf-pgfaults-'));
     chmodSync(base, 0o755); // as root, the server runs as the postgres user, which must enter it
-    let embedded = await startEmbeddedPostgres({ baseDir: base });
+    // durable: its default synchronous_commit=off loses the last commits when the server crashes,
+    // acked messages included; the kill -9 below must test the worker, not that setting.
+    let embedded = await startEmbeddedPostgres({ baseDir: base, durable: true });
     const run = await setUp(embedded.url, { embedded, dirs: [base] });
     const port = embedded.port;
     const restart = async (): Promise<void> => {
@@ -179,7 +181,7 @@ describe('Postgres faults under a running order saga (P1)', () => {
       // with "exited at start" until they are gone, so it is tried until it succeeds.
       const next = await waitFor(
         'the embedded PostgreSQL to start again',
-        () => startEmbeddedPostgres({ baseDir: base, port }).catch((err: unknown) => err as Error),
+        () => startEmbeddedPostgres({ baseDir: base, port, durable: true }).catch((err: unknown) => err as Error),
         (r) => !(r instanceof Error),
         { timeoutMs: 90_000, intervalMs: 200 },
       );
