@@ -42,8 +42,10 @@ export interface EmbeddedPostgresOptions {
   /** A fixed port instead of a free one: a restart on the same data directory keeps its clients' URL. */
   readonly port?: number;
   /**
-   * synchronous_commit on: a COMMIT returns only once its WAL is on disk, so a crash of the server
-   * itself (`kill -9` of the postmaster) loses nothing. Off by default (a development database).
+   * synchronous_commit on (the default): a COMMIT returns only once its WAL is on disk, so a crash
+   * of the server itself (`kill -9` of the postmaster) loses nothing that was acknowledged. `false`
+   * only for throwaway databases (the test kit): off, a crash loses the last commits, after the
+   * worker acked their messages and published their replies.
    */
   readonly durable?: boolean;
 }
@@ -252,9 +254,9 @@ export async function startEmbeddedPostgres(opts: EmbeddedPostgresOptions = {}):
         '-D', dataDir, '-p', String(port),
         '-c', 'listen_addresses=127.0.0.1',
         '-c', "unix_socket_directories=",
-        // A development database: a crash of the server or the machine may lose the last commits
-        // (up to ~3 x wal_writer_delay), never corrupt; `durable` turns that off.
-        '-c', `synchronous_commit=${opts.durable ? 'on' : 'off'}`,
+        // `sagaflow dev` and the demo keep the guarantees of a real deployment: an acked message's
+        // commit survives a crash. Only throwaway test databases trade that for speed.
+        '-c', `synchronous_commit=${opts.durable === false ? 'off' : 'on'}`,
         '-c', 'max_connections=100',
       ],
       { ...ids, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LC_ALL: 'C', LANG: 'C' } },

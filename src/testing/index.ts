@@ -111,7 +111,8 @@ export interface SagaTestKit {
 let shared: { server: Promise<EmbeddedPostgres>; users: number } | undefined;
 
 function acquireEmbedded(): Promise<EmbeddedPostgres> {
-  shared ??= { server: startEmbeddedPostgres(), users: 0 };
+  // A throwaway database: speed over surviving a crash of the server (durable: false).
+  shared ??= { server: startEmbeddedPostgres({ durable: false }), users: 0 };
   shared.users++;
   return shared.server;
 }
