@@ -116,7 +116,8 @@ export async function steadyRun(d: SteadyDeps, o: SteadyOptions): Promise<Steady
               for (const k of Object.keys(r) as (keyof PruneResult)[]) pruned[k] += r[k];
               if (o.vacuum) for (const t of HOT_TABLES) await d.db.query(`VACUUM ${quoteSchema(d.schema)}.${t}`);
             })
-            .catch(() => undefined)
+            // A failed round is said, never hidden: the table sizes below would otherwise mislead.
+            .catch((err: unknown) => void process.stderr.write(`[bench steady] prune round failed: ${err instanceof Error ? err.message : String(err)}\n`))
             .finally(() => (pruning = undefined));
         }, o.pruneSeconds * 1000)
       : undefined;
