@@ -1,5 +1,6 @@
 import type { Queryable } from '../db/db.js';
 import { quoteSchema } from '../db/db.js';
+import { HELD_ORDER } from './held-queue.js';
 
 /** One slot taken by a command this transaction writes. */
 export interface SlotTake {
@@ -125,13 +126,8 @@ export class BulkheadStore {
     const { rows } = await tx.query<{ woken: number }>(
       `WITH src AS (${source}),
        waiters AS (
-         SELECT id, row_number() OVER (ORDER BY wake_at, id) AS rn FROM (
-           SELECT s.id, s.wake_at FROM ${this.#sagas} s
-           WHERE s.state->'cursor'->>'waiting' = 'held' AND s.state->'cursor'->'held'->>'gate' = $1
-             AND s.state->'cursor'->'held'->>'reason' LIKE 'waiting: bulkhead %'
-             AND NOT EXISTS (SELECT 1 FROM ${this.#t} h WHERE h.saga_id = s.id AND h.gate = $1)
-           ORDER BY s.wake_at, s.id LIMIT (SELECT count(*) FROM src)
-           FOR UPDATE OF s SKIP LOCKED) w),
+         SELECT id, row_number() OVER (ORDER BY ${HELD_ORDER}) AS rn FROM (
+           ${this.waitersSql('(SELECT count(*) FROM src)')}) s),
        woken AS (
          UPDATE ${this.#sagas} s SET wake_at = LEAST(s.wake_at, ${this.#now}) FROM waiters w WHERE s.id = w.id RETURNING s.id),
        handed AS (
@@ -142,6 +138,20 @@ export class BulkheadStore {
       params,
     );
     return rows[0]?.woken ?? 0;
+  }
+
+  /**
+   * The first `limit` sagas waiting for a slot of gate $1 (held by the bulkhead, none handed yet),
+   * locked SKIP LOCKED, in the gate's queue order. The order is the `sagas_held` index's own, so
+   * Postgres reads the front of the queue and stops however many wait behind it.
+   */
+  waitersSql(limit: string): string {
+    return `SELECT s.id, s.state, s.wake_at FROM ${this.#sagas} s
+           WHERE s.state->'cursor'->>'waiting' = 'held' AND s.state->'cursor'->'held'->>'gate' = $1
+             AND s.state->'cursor'->'held'->>'reason' LIKE 'waiting: bulkhead %'
+             AND NOT EXISTS (SELECT 1 FROM ${this.#t} h WHERE h.saga_id = s.id AND h.gate = $1)
+           ORDER BY ${HELD_ORDER} LIMIT ${limit}
+           FOR UPDATE OF s SKIP LOCKED`;
   }
 
   async list(db: Queryable): Promise<BulkheadInfo[]> {

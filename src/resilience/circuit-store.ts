@@ -1,5 +1,6 @@
 import type { Queryable } from '../db/db.js';
 import { quoteSchema } from '../db/db.js';
+import { HELD_ORDER } from './held-queue.js';
 import type { BreakerChange, BreakerRow, CircuitState } from './breaker.js';
 import type { BreakerPolicy } from './policy.js';
 
@@ -98,17 +99,17 @@ export class CircuitStore {
   }
 
   /**
-   * Wakes the sagas held at `name`, `perSecond` at most: wake times spread from the timer clock's now on, only ever
+   * Wakes the sagas held at `name`, `perSecond` at most, in the gate's queue order (compensations first): wake times spread from the timer clock's now on, only ever
    * moved earlier. SKIP LOCKED: a saga busy in another transaction keeps its own (already spread)
    * wake time rather than making this one wait on its lock.
    */
   async release(tx: Queryable, name: string, perSecond: number): Promise<number> {
     const { rowCount } = await tx.query(
       `WITH held AS (
-         SELECT id, wake_at FROM ${this.#sagas}
+         SELECT id, state, wake_at FROM ${this.#sagas}
          WHERE state->'cursor'->>'waiting' = 'held' AND state->'cursor'->'held'->>'gate' = $1
          FOR UPDATE SKIP LOCKED),
-       ranked AS (SELECT id, row_number() OVER (ORDER BY wake_at, id) - 1 AS rn FROM held)
+       ranked AS (SELECT id, row_number() OVER (ORDER BY ${HELD_ORDER}) - 1 AS rn FROM held)
        UPDATE ${this.#sagas} s SET wake_at = LEAST(s.wake_at, ${this.#now} + (r.rn / $2::float8) * interval '1 second')
        FROM ranked r WHERE s.id = r.id`,
       [name, perSecond],

@@ -5,7 +5,10 @@
  * - a reply frees the slot and hands it, in the same transaction, to the saga that waited longest
  *   (its wake time moved to now), which takes it even though the gate is full;
  * - a transaction that dies (rolled back, as a kill -9 leaves it) leaves no slot taken; a slot whose
- *   saga moved on without a reply (cancelled, deadline) is recognised from the saga's state and freed.
+ *   saga moved on without a reply (cancelled, deadline) is recognised from the saga's state and freed;
+ * - a compensation waiting at the gate is served before forward steps that waited longer, and with
+ *   20,000 sagas waiting a hand-off reads the front of the queue from the index instead of sorting
+ *   them all (a 100,000-saga burst once spent 1.7 s per hand-off that way).
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -28,11 +31,11 @@ const policies = new Map([['payment', bulkheadPolicy('payment', { maxInFlight: K
 const gates = (onRelease = () => {}) => new BulkheadGates({ schema: t.schema, policies, logger: silentLogger(), random, onRelease });
 
 /** Writes a saga row as the transition would: waiting for `commandId`'s reply, or held at the gate. */
-async function writeSaga(db: Queryable, id: string, at: { commandId: string } | { held: string; wakeInMs: number }): Promise<void> {
+async function writeSaga(db: Queryable, id: string, at: { commandId: string } | { held: string; wakeInMs: number; phase?: 'forward' | 'compensation' }): Promise<void> {
   const cursor =
     'commandId' in at
       ? { step: 'pay', phase: 'forward', attempt: 1, seq: 1, waiting: 'reply', commandId: at.commandId, earlier: [] }
-      : { step: 'pay', phase: 'forward', attempt: 1, seq: 0, waiting: 'held', commandId: null, earlier: [], held: { gate: 'payment', reason: at.held } };
+      : { step: 'pay', phase: at.phase ?? 'forward', attempt: 1, seq: 0, waiting: 'held', commandId: null, earlier: [], held: { gate: 'payment', reason: at.held } };
   const state = { done: [], undone: [], kept: {}, seq: cursor.seq, correlationId: id, failedAt: null, cursor };
   await db.query(
     `INSERT INTO "${t.schema}".sagas (id, tenant_id, saga_type, definition_version, status, data, state, version, wake_at)
@@ -54,6 +57,17 @@ async function attempt(g: BulkheadGates, id: string, opts: { wasHeld?: boolean; 
     await gt.flush(tx);
     gt.committed();
     return { hold, commandId };
+  });
+}
+
+/** The transaction applying saga `id`'s reply: the saga moves on and its slot is freed (and handed on). */
+async function reply(g: BulkheadGates, id: string): Promise<void> {
+  await t.db.transaction(async (tx) => {
+    const gt = g.begin();
+    gt.record('payment', id, 'ok');
+    await tx.query(`UPDATE "${t.schema}".sagas SET state = jsonb_set(state, '{cursor}', 'null') WHERE id = $1`, [id]);
+    await gt.flush(tx);
+    gt.committed();
   });
 }
 
@@ -91,13 +105,7 @@ describe('bulkheads in Postgres', () => {
     expect((await attempt(g, first)).hold).not.toBeNull();
     expect((await attempt(g, second)).hold).not.toBeNull();
     // The reply of the first in-flight command: its transaction frees the slot.
-    await t.db.transaction(async (tx) => {
-      const gt = g.begin();
-      gt.record('payment', inFlight[0]!, 'ok');
-      await tx.query(`UPDATE "${t.schema}".sagas SET state = jsonb_set(state, '{cursor}', 'null') WHERE id = $1`, [inFlight[0]]);
-      await gt.flush(tx);
-      gt.committed();
-    });
+    await reply(g, inFlight[0]!);
     expect(released).toBe(1);
     const handed = (await slots()).find((s) => s.saga_id === first);
     expect(handed).toMatchObject({ command_id: null });
@@ -144,5 +152,55 @@ describe('bulkheads in Postgres', () => {
     await writeSaga(t.db, held, { held: 'waiting: bulkhead payment full', wakeInMs: 3_600_000 });
     expect(await fresh.pump(t.db)).toBe(1);
     expect((await slots()).find((s) => s.saga_id === held)).toMatchObject({ command_id: null });
+  });
+
+  it('a compensation waiting at the gate gets the freed slot before forward steps that waited longer', async () => {
+    await t.db.query(`UPDATE "${t.schema}".gate_slots SET saga_id = NULL, command_id = NULL`);
+    await t.db.query(`DELETE FROM "${t.schema}".sagas`);
+    const g = gates();
+    const inFlight = Array.from({ length: K }, () => randomUUID());
+    for (const id of inFlight) expect((await attempt(g, id)).hold).toBeNull();
+    const forward = [randomUUID(), randomUUID()];
+    const undo = randomUUID();
+    await writeSaga(t.db, forward[0]!, { held: 'waiting: bulkhead payment full', wakeInMs: 3_600_000 });
+    await writeSaga(t.db, forward[1]!, { held: 'waiting: bulkhead payment full', wakeInMs: 3_600_001 });
+    await writeSaga(t.db, undo, { held: 'waiting: bulkhead payment full', wakeInMs: 3_600_002, phase: 'compensation' });
+    await reply(g, inFlight[0]!);
+    const holders = (await slots()).map((s) => s.saga_id);
+    expect(holders).toContain(undo);
+    expect(holders).not.toContain(forward[0]);
+  });
+
+  it('with 20,000 sagas waiting, a hand-off reads the front of the queue from the index (no sort of the waiters)', async () => {
+    await t.db.query(`UPDATE "${t.schema}".gate_slots SET saga_id = NULL, command_id = NULL`);
+    await t.db.query(`DELETE FROM "${t.schema}".sagas`);
+    const cursor = { step: 'pay', phase: 'forward', attempt: 1, seq: 0, waiting: 'held', commandId: null, earlier: [], held: { gate: 'payment', reason: 'waiting: bulkhead payment full' } };
+    const state = { done: [], undone: [], kept: {}, seq: 0, correlationId: 'c', failedAt: null, cursor };
+    await t.db.query(
+      `INSERT INTO "${t.schema}".sagas (id, tenant_id, saga_type, definition_version, status, data, state, version, wake_at)
+       SELECT gen_random_uuid(), 't', 'order', 1, 'running', '{}', $1::jsonb, 1, now() + interval '1 hour' + n * interval '1 millisecond'
+       FROM generate_series(1, 20000) AS n`,
+      [JSON.stringify(state)],
+    );
+    // Running sagas too, as in a real backlog: the index must keep them out of the way.
+    await t.db.query(
+      `INSERT INTO "${t.schema}".sagas (id, tenant_id, saga_type, definition_version, status, data, state, version, wake_at)
+       SELECT gen_random_uuid(), 't', 'order', 1, 'running', '{}', jsonb_set($1::jsonb, '{cursor,waiting}', '"reply"'), 1, now() + interval '30 seconds'
+       FROM generate_series(1, 5000)`,
+      [JSON.stringify(state)],
+    );
+    await t.db.query(`ANALYZE "${t.schema}".sagas`);
+    const store = gates().store;
+    const plan = await t.db.transaction(async (tx) => {
+      const { rows } = await tx.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) ${store.waitersSql('3')}`, ['payment']);
+      return JSON.stringify(rows[0]!['QUERY PLAN']);
+    });
+    expect(plan).toContain('"Index Name":"sagas_held"');
+    expect(plan).not.toContain('"Node Type":"Sort"');
+    expect(plan).not.toContain('"Node Type":"Incremental Sort"');
+    // And the hand-off itself wakes exactly the front of the queue.
+    const first = await t.db.query<{ id: string }>(`SELECT id FROM "${t.schema}".sagas WHERE state->'cursor'->>'waiting' = 'held' ORDER BY wake_at LIMIT 1`);
+    expect(await gates().pump(t.db)).toBe(K);
+    expect((await slots()).map((s) => s.saga_id)).toContain(first.rows[0]!.id);
   });
 });
