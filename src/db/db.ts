@@ -10,9 +10,24 @@ export interface Queryable {
   ): Promise<{ rows: R[]; rowCount: number | null }>;
 }
 
+/** A transaction in progress: statements, and a last statement that takes the COMMIT along. */
+export interface Tx extends Queryable {
+  /**
+   * Sends `text` and COMMIT back to back on the pipelined connection: the transaction's last
+   * statement and its commit cost one round trip. If the statement fails, the COMMIT finds the
+   * transaction aborted and rolls it back, so nothing of it is kept; the statement's error is thrown
+   * here. Nothing may be issued after it, and the caller must not throw afterwards expecting a
+   * rollback: the commit is already on its way.
+   */
+  queryAndCommit<R extends object = Record<string, unknown>>(text: string, values?: readonly unknown[]): Promise<{ rows: R[]; rowCount: number | null }>;
+}
+
 export interface Db extends Queryable {
-  /** Runs fn in BEGIN/COMMIT on one client; ROLLBACK on throw. The commit is explicit and visible here. */
-  transaction<T>(fn: (tx: Queryable) => Promise<T>, opts?: { isolation?: 'read committed' | 'repeatable read' | 'serializable' }): Promise<T>;
+  /**
+   * Runs fn in BEGIN/COMMIT on one client; ROLLBACK on throw. The commit is explicit and visible
+   * here, or in fn's `tx.queryAndCommit` (then it rode with fn's last statement).
+   */
+  transaction<T>(fn: (tx: Tx) => Promise<T>, opts?: { isolation?: 'read committed' | 'repeatable read' | 'serializable' }): Promise<T>;
   /** A dedicated client for LISTEN (never returned to the pool while listening). */
   connectListener(): Promise<pg.Client>;
   /** A pooled client for session-level work (advisory locks over several transactions); release it. */
@@ -80,19 +95,39 @@ export function createDb(opts: DbOptions): Db {
   const transaction: Db['transaction'] = async (fn, txOpts) => {
     const client = await connect();
     let broken: unknown;
+    // The COMMIT fn sent along with its last statement, if it did.
+    let commit: Promise<unknown> | undefined;
+    const tx: Tx = {
+      query: (text, values) => {
+        if (commit) return Promise.reject(new Error(`statement after the transaction's commit: ${text.slice(0, 60)}`));
+        return client.query(text, values as unknown[]) as never;
+      },
+      queryAndCommit: (text, values) => {
+        if (commit) return Promise.reject(new Error(`statement after the transaction's commit: ${text.slice(0, 60)}`));
+        const last = client.query(text, values as unknown[]);
+        commit = client.query('COMMIT');
+        commit.catch(() => undefined); // observed below; never an unhandled rejection
+        return last as never;
+      },
+    };
     try {
       // Not awaited: BEGIN goes out now and the first statement right behind it on the same
       // connection, answered in order. A fresh pooled connection is idle, where BEGIN cannot fail;
       // on a broken one every statement behind it fails as well, so none runs outside the transaction.
       const begin = client.query(txOpts?.isolation ? `BEGIN ISOLATION LEVEL ${txOpts.isolation.toUpperCase()}` : 'BEGIN');
       begin.catch(() => undefined); // observed by the await below; never an unhandled rejection
-      const result = await fn(client as unknown as Queryable);
+      const result = await fn(tx);
       await begin;
-      await client.query('COMMIT');
+      const done = (await (commit ?? client.query('COMMIT'))) as { command?: string };
+      // COMMIT answers ROLLBACK when the transaction was aborted: a failed statement whose error fn
+      // caught and went on. The caller must not believe it committed.
+      if (done.command === 'ROLLBACK') throw new Error('the transaction was rolled back at COMMIT: one of its statements had failed');
       return result;
     } catch (err) {
       try {
-        await client.query('ROLLBACK');
+        // A COMMIT already sent ends the transaction either way (on an aborted one it rolls back);
+        // otherwise roll back here.
+        await (commit ?? client.query('ROLLBACK'));
       } catch (rollbackErr) {
         // The connection is gone or unusable: destroy it instead of returning it to the pool.
         broken = rollbackErr;

@@ -1,4 +1,4 @@
-import type { Db, Queryable } from '../db/db.js';
+import type { Db, Tx } from '../db/db.js';
 
 /**
  * Per-hop latency histograms for `npm run bench -- --breakdown`. Off by default: a worker makes one
@@ -103,28 +103,33 @@ export function probedDb(db: Db, probe: LatencyProbe, marks: TxMarks, prefix: st
     // (pipelined ones share the trip); BEGIN rides with the first statement, COMMIT is one more.
     let inFlight = 0;
     let trips = 1;
+    let commitRode = false;
     const result = await db.transaction(async (tx) => {
       const t = performance.now();
       probe.record(`${prefix} tx connect+BEGIN`, t - t0);
       last = t;
-      const timed: Queryable = {
-        query: async (text, values) => {
-          const s = performance.now();
-          // The gap before a statement is the worker's own CPU (building the next statement).
-          if (!first && inFlight === 0) probe.record(`${prefix} tx worker CPU between statements`, s - last);
-          if (!first && inFlight === 0) trips++;
-          first = false;
-          inFlight++;
-          const r = await tx.query(text, values).finally(() => inFlight--);
-          last = performance.now();
-          probe.record(`${prefix} tx ${statementLabel(text)}`, last - s);
-          return r as never;
-        },
+      const timedQuery = async (text: string, values: readonly unknown[] | undefined, andCommit: boolean) => {
+        const s = performance.now();
+        // The gap before a statement is the worker's own CPU (building the next statement).
+        if (!first && inFlight === 0) probe.record(`${prefix} tx worker CPU between statements`, s - last);
+        if (!first && inFlight === 0) trips++;
+        first = false;
+        inFlight++;
+        if (andCommit) commitRode = true;
+        const r = await (andCommit ? tx.queryAndCommit(text, values) : tx.query(text, values)).finally(() => inFlight--);
+        last = performance.now();
+        probe.record(`${prefix} tx ${statementLabel(text)}${andCommit ? ' (+COMMIT sent with it)' : ''}`, last - s);
+        return r as never;
+      };
+      const timed: Tx = {
+        query: (text, values) => timedQuery(text, values, false),
+        queryAndCommit: (text, values) => timedQuery(text, values, true),
       };
       return fn(timed);
     }, opts);
     marks.committedAt = performance.now();
-    probe.record(`${prefix} tx round trips incl. COMMIT (count, not ms)`, trips + 1);
+    // A COMMIT sent with the last statement shares its round trip.
+    probe.record(`${prefix} tx round trips incl. COMMIT (count, not ms)`, commitRode ? trips : trips + 1);
     probe.record(`${prefix} tx COMMIT (+CPU after last statement)`, marks.committedAt - last);
     return result;
   };

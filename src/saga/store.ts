@@ -71,8 +71,10 @@ export class SagaStore {
   /** The timer clock: now(), plus the offset a test session may set (migrations/0005_clock.sql). */
   readonly now: string;
   readonly inputs: string;
+  readonly #fence: string;
   constructor(schema: string) {
     const q = quoteSchema(schema);
+    this.#fence = `${q}.sagaflow_fence`;
     this.sagas = `${q}.sagas`;
     this.steps = `${q}.saga_steps`;
     this.now = `${q}.sagaflow_now()`;
@@ -154,7 +156,7 @@ export class SagaStore {
     writes: readonly SagaWrite[],
     steps: readonly StepRowWrite[],
     inputs: readonly InputRowWrite[] = [],
-  ): { ctes: string[]; updatedCheck: string | null; expectedUpdates: number } {
+  ): { ctes: string[]; fence: string | null } {
     const ctes: string[] = [];
     const inserts = writes.filter((w) => w.readVersion === null);
     const updates = writes.filter((w) => w.readVersion !== null);
@@ -240,7 +242,14 @@ export class SagaStore {
         FROM jsonb_to_recordset(${p.add(JSON.stringify(rows), 'jsonb')}) AS u(saga_id uuid, version int, dv int, input jsonb, result jsonb)
         RETURNING 1)`);
     }
-    return { ctes, updatedCheck: updates.length > 0 ? '(SELECT count(*) FROM saga_upd)::int' : null, expectedUpdates: updates.length };
+    // The version check is a fence on top of the row lock, inside the statement (migrations/0011):
+    // if fewer sagas were updated than read, the statement fails and its transaction cannot commit,
+    // even when COMMIT was sent right behind it.
+    const fence =
+      updates.length > 0
+        ? `${this.#fence}((SELECT count(*) FROM saga_upd) = ${updates.length}, 'saga version check failed: a saga of the batch changed since it was read')`
+        : null;
+    return { ctes, fence };
   }
 
   async get(db: Queryable, id: string): Promise<(SagaInstance & SagaTimes) | null> {

@@ -1,4 +1,4 @@
-import type { Db, Queryable } from '../db/db.js';
+import type { Db, Tx } from '../db/db.js';
 import { SystemicError, errorMessage, isSystemicDbError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { OutboxDispatcher, WrittenMessage } from '../outbox/dispatcher.js';
@@ -13,7 +13,8 @@ export interface WorkResult {
   readonly committed?: () => void;
 }
 
-export type Work<I> = (tx: Queryable, items: readonly I[], deletes: readonly string[]) => Promise<WorkResult>;
+/** tx: the batch's transaction; the work may end it with `tx.queryAndCommit` as its last statement. */
+export type Work<I> = (tx: Tx, items: readonly I[], deletes: readonly string[]) => Promise<WorkResult>;
 
 const RETRY_IN_PLACE = /^(40001|40P01)$/;
 

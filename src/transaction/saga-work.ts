@@ -125,7 +125,8 @@ export function sagaWork(deps: SagaConsumerDeps): Work<Inbound> {
     }
     await parkInputs(tx, deps, parked, (id) => tr.instance(id)!);
     await deps.inbox.release(tx, def.consumer, release);
-    const written = await tr.write(tx, { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs }, deletes);
+    // The last statement: COMMIT rides with it (one round trip fewer per batch).
+    const written = await tr.write(tx, { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs }, deletes, { last: true });
     return {
       outcomes: outcomes.all(),
       written,

@@ -1,4 +1,4 @@
-import type { Db, Queryable } from '../db/db.js';
+import type { Db, Queryable, Tx } from '../db/db.js';
 import { errorMessage, isSystemicDbError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { OutboxDispatcher } from '../outbox/dispatcher.js';
@@ -100,7 +100,7 @@ async function fire(deps: TimerWorkDeps, claim: (tx: Queryable) => ReturnType<Sa
 }
 
 /** One transaction of transitions the body decides, written with the outbox deletes taken over, then dispatched. */
-async function transitionTx(deps: TimerWorkDeps, body: (tx: Queryable) => Promise<TransitionBatch>): Promise<void> {
+async function transitionTx(deps: TimerWorkDeps, body: (tx: Tx) => Promise<TransitionBatch>): Promise<void> {
   const deletes = deps.dispatcher.takeDeletes();
   let applied: readonly AppliedDecision[] = [];
   let batch: TransitionBatch | undefined;
@@ -108,7 +108,7 @@ async function transitionTx(deps: TimerWorkDeps, body: (tx: Queryable) => Promis
     const written = await deps.db.transaction(async (tx) => {
       const tr = (batch = await body(tx));
       applied = tr.applied;
-      return tr.write(tx, { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs }, deletes);
+      return tr.write(tx, { sagas: deps.sagas, outbox: deps.outbox, graceMs: deps.graceMs }, deletes, { last: true });
     });
     deps.dispatcher.dispatch(written);
   } catch (err) {

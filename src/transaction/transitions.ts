@@ -1,5 +1,5 @@
 import { DEFAULT_EVENTS_TOPIC } from '../config.js';
-import type { Queryable } from '../db/db.js';
+import type { Queryable, Tx } from '../db/db.js';
 import { errorMessage } from '../errors.js';
 import type { Envelope } from '../messages/envelope.js';
 import { DEFAULT_WIRE_FORMAT, type WireFormat } from '../messages/wire.js';
@@ -202,10 +202,13 @@ export class TransitionBatch {
 
   /**
    * Writes everything decided so far in ONE statement (see write.ts): saga rows, step rows, outbox
-   * rows, and the deletes of outbox rows confirmed earlier that the caller hands over.
+   * rows, and the deletes of outbox rows confirmed earlier that the caller hands over. With `last`
+   * (the caller issues nothing after it) the COMMIT rides with that statement, unless gates still
+   * have their own writes to make.
    */
-  async write(tx: Queryable, stores: WriteStores, deletes: readonly string[] = []): Promise<WrittenMessage[]> {
-    const written = await writeBatch(tx, stores, { sagas: this.#sagaWrites(), steps: [...this.#steps.values()], inputs: this.#inputs, messages: this.messages, deletes });
+  async write(tx: Tx, stores: WriteStores, deletes: readonly string[] = [], opts: { last?: boolean } = {}): Promise<WrittenMessage[]> {
+    const last = (opts.last ?? false) && this.#gates === undefined;
+    const written = await writeBatch(tx, stores, { sagas: this.#sagaWrites(), steps: [...this.#steps.values()], inputs: this.#inputs, messages: this.messages, deletes }, { last });
     // After the sagas are written, so that a breaker closing here also releases the sagas this
     // very batch held; the breaker row is locked last, for the shortest time.
     await this.#gates?.flush(tx);

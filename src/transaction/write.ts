@@ -1,6 +1,5 @@
-import type { Queryable } from '../db/db.js';
+import type { Tx } from '../db/db.js';
 import { Params } from '../db/params.js';
-import { SagaflowError } from '../errors.js';
 import type { WrittenMessage } from '../outbox/dispatcher.js';
 import type { OutboxStore } from '../outbox/store.js';
 import type { InputRowWrite, SagaStore, SagaWrite, StepRowWrite } from '../saga/store.js';
@@ -16,12 +15,6 @@ export interface BatchWrites {
   readonly deletes: readonly string[];
 }
 
-/**
- * Everything a batch changes, in ONE statement (one round trip): saga inserts and version-checked
- * updates, step-history upserts, outbox inserts and deletes of already-sent rows, as data-modifying
- * CTEs over unnest()ed arrays. The version check is a fence on top of the row lock: if it ever
- * fails, the transaction is rolled back rather than losing an update.
- */
 export interface WriteStores {
   readonly sagas: SagaStore;
   readonly outbox: OutboxStore;
@@ -29,13 +22,21 @@ export interface WriteStores {
   readonly graceMs: number;
 }
 
+/**
+ * Everything a batch changes, in ONE statement (one round trip): saga inserts and version-checked
+ * updates, step-history upserts, outbox inserts and deletes of already-sent rows, as data-modifying
+ * CTEs over jsonb arrays. The version check is a fence inside the statement on top of the row lock:
+ * if it ever fails, the statement fails (SQLSTATE 40001, re-run with fresh reads) rather than losing
+ * an update. With `last`, the statement is the transaction's last and COMMIT rides with it.
+ */
 export async function writeBatch(
-  tx: Queryable,
+  tx: Tx,
   stores: WriteStores,
   w: BatchWrites,
+  opts: { last?: boolean } = {},
 ): Promise<WrittenMessage[]> {
   const p = new Params();
-  const { ctes, updatedCheck, expectedUpdates } = stores.sagas.writeCtes(p, w.sagas, w.steps, w.inputs ?? []);
+  const { ctes, fence } = stores.sagas.writeCtes(p, w.sagas, w.steps, w.inputs ?? []);
   if (w.messages.length > 0) ctes.push(stores.outbox.insertCte(p, w.messages, stores.graceMs));
   if (w.deletes.length > 0) ctes.push(stores.outbox.deleteCte(p, w.deletes));
   if (ctes.length === 0) return [];
@@ -43,14 +44,9 @@ export async function writeBatch(
   // neither separator, and splitting a string is far cheaper than the client's text[] parser.
   const outboxSelect = w.messages.length > 0 ? `(SELECT string_agg(id::text || ' ' || message_id::text, ',') FROM outbox_ins) AS pairs` : `NULL::text AS pairs`;
   // Every CTE is referenced or not, Postgres runs data-modifying CTEs either way.
-  const sql = `WITH ${ctes.join(',\n')}\nSELECT ${updatedCheck ?? '0'} AS updated, ${outboxSelect}`;
-  const { rows } = await tx.query<{ updated: number; pairs: string | null }>(sql, p.values);
+  const sql = `WITH ${ctes.join(',\n')}\nSELECT ${fence ?? 'true'} AS fenced, ${outboxSelect}`;
+  const { rows } = await (opts.last ? tx.queryAndCommit<{ pairs: string | null }>(sql, p.values) : tx.query<{ pairs: string | null }>(sql, p.values));
   const row = rows[0]!;
-  if (row.updated !== expectedUpdates) {
-    throw new SagaflowError('CONCURRENT_UPDATE', `saga version check failed: ${row.updated} of ${expectedUpdates} sagas updated`, {
-      retryable: true,
-    });
-  }
   if (w.messages.length === 0) return [];
   const byId = new Map<string, OutgoingMessage>(w.messages.map((m) => [m.id, m]));
   if (row.pairs === null) return [];

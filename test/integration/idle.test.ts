@@ -49,6 +49,10 @@ function counting(db: Db): { db: Db; count: () => number } {
               n++;
               return tx.query(text, values);
             },
+            queryAndCommit: (text, values) => {
+              n++;
+              return tx.queryAndCommit(text, values);
+            },
           }),
         opts,
       ),
