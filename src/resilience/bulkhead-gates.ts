@@ -57,8 +57,9 @@ export class BulkheadGates implements Gates {
   }
 
   /**
-   * The periodic safety net (the worker runs it about once a second): frees leaked slots and hands
-   * idle ones to waiting sagas. Each gate in its own short transaction.
+   * The periodic safety net (the worker runs it about once a second): frees leaked slots, wakes
+   * sagas asleep on a slot handed to them and hands idle slots to waiting sagas. Each gate in its
+   * own short transaction.
    */
   async pump(db: Db): Promise<number> {
     let woken = 0;
@@ -66,7 +67,9 @@ export class BulkheadGates implements Gates {
       woken += await db.transaction(async (tx) => {
         const leaked = await this.store.reclaim(tx, gate, p.maxInFlight);
         if (leaked.length > 0) this.deps.logger.warn({ gate, slots: leaked.length }, `bulkhead ${gate}: freed slots whose attempt had ended without a reply`);
-        return this.store.handIdle(tx, gate, p.maxInFlight);
+        const asleep = await this.store.wakeHanded(tx, gate);
+        if (asleep > 0) this.deps.logger.warn({ gate, sagas: asleep }, `bulkhead ${gate}: woke sagas that slept on a slot handed to them`);
+        return asleep + (await this.store.handIdle(tx, gate, p.maxInFlight));
       });
     }
     if (woken > 0) this.deps.onRelease();

@@ -54,13 +54,34 @@ export class BulkheadStore {
     return rows.map((r) => r.slot);
   }
 
-  /** The slot handed to `sagaId` while it waited, if any (locked). */
+  /**
+   * The slot handed to `sagaId` while it waited, if any (locked). It waits for the row's lock rather
+   * than skipping it: the slot is this saga's, and whoever holds the lock only passes by (a
+   * `lockFree` of another transaction keeps its lock on a row it read as free and found handed on
+   * re-check). Skipping it made the saga miss its own slot and go back to sleep for `maxWaitMs` with
+   * the slot still handed to it, which no hand-off would ever give it again.
+   */
   async handedTo(tx: Queryable, gate: string, sagaId: string): Promise<number | null> {
     const { rows } = await tx.query<{ slot: number }>(
-      `SELECT slot FROM ${this.#t} WHERE gate = $1 AND saga_id = $2 AND command_id IS NULL LIMIT 1 FOR UPDATE SKIP LOCKED`,
+      `SELECT slot FROM ${this.#t} WHERE gate = $1 AND saga_id = $2 AND command_id IS NULL LIMIT 1 FOR UPDATE`,
       [gate, sagaId],
     );
     return rows[0]?.slot ?? null;
+  }
+
+  /**
+   * Sagas that hold a slot handed to them but sleep (a wake time in the future): woken now. The
+   * safety net behind `handedTo`; without it such a saga keeps the slot idle for its whole wait.
+   */
+  async wakeHanded(tx: Queryable, gate: string): Promise<number> {
+    const { rowCount } = await tx.query(
+      `UPDATE ${this.#sagas} s SET wake_at = ${this.#now}
+       FROM ${this.#t} g
+       WHERE g.gate = $1 AND g.saga_id IS NOT NULL AND g.command_id IS NULL AND s.id = g.saga_id
+         AND s.wake_at > ${this.#now} AND s.state->'cursor'->>'waiting' = 'held' AND s.state->'cursor'->'held'->>'gate' = $1`,
+      [gate],
+    );
+    return rowCount ?? 0;
   }
 
   /**

@@ -6,6 +6,9 @@
  *   (its wake time moved to now), which takes it even though the gate is full;
  * - a transaction that dies (rolled back, as a kill -9 leaves it) leaves no slot taken; a slot whose
  *   saga moved on without a reply (cancelled, deadline) is recognised from the saga's state and freed;
+ * - a woken saga takes the slot handed to it even while another transaction holds that slot's row
+ *   lock (it waits instead of skipping its own slot), and a saga found asleep on a handed slot is
+ *   woken by the safety net (a 100,000 burst once left 48 compensations asleep for an hour that way);
  * - a compensation waiting at the gate is served before forward steps that waited longer, and with
  *   20,000 sagas waiting a hand-off reads the front of the queue from the index instead of sorting
  *   them all (a 100,000-saga burst once spent 1.7 s per hand-off that way).
@@ -18,6 +21,7 @@ import { BulkheadGates } from '../../src/resilience/bulkhead-gates.js';
 import { bulkheadPolicy } from '../../src/resilience/policy.js';
 import { createTestDb, type TestDb } from '../helpers/db.js';
 import { seededRandom } from '../helpers/seed.js';
+import { waitFor } from '../helpers/wait.js';
 
 let t: TestDb;
 beforeAll(async () => {
@@ -202,5 +206,44 @@ describe('bulkheads in Postgres', () => {
     const first = await t.db.query<{ id: string }>(`SELECT id FROM "${t.schema}".sagas WHERE state->'cursor'->>'waiting' = 'held' ORDER BY wake_at LIMIT 1`);
     expect(await gates().pump(t.db)).toBe(K);
     expect((await slots()).map((s) => s.saga_id)).toContain(first.rows[0]!.id);
+  });
+
+  it('a woken saga waits out a passing lock on its handed slot instead of missing it; a sleeper on a handed slot is woken', async () => {
+    await t.db.query(`UPDATE "${t.schema}".gate_slots SET saga_id = NULL, command_id = NULL`);
+    await t.db.query(`DELETE FROM "${t.schema}".sagas`);
+    const g = gates();
+    const inFlight = Array.from({ length: K }, () => randomUUID());
+    for (const id of inFlight) expect((await attempt(g, id)).hold).toBeNull();
+    const waiter = randomUUID();
+    expect((await attempt(g, waiter)).hold).not.toBeNull();
+    await reply(g, inFlight[0]!);
+    expect((await slots()).find((s) => s.saga_id === waiter)).toMatchObject({ command_id: null });
+    // Another transaction passes over the handed slot's row and keeps its lock for a while (as a
+    // lockFree that read the row as free and found it handed on re-check does).
+    const locker = await t.db.connect();
+    await locker.query('BEGIN');
+    await locker.query(`SELECT slot FROM "${t.schema}".gate_slots WHERE gate = 'payment' AND saga_id = $1 FOR UPDATE`, [waiter]);
+    const woken = attempt(g, waiter, { wasHeld: true });
+    const blocked = () =>
+      t.db
+        .query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%gate_slots%' AND datname = current_database()`)
+        .then((r) => r.rows[0]!.n);
+    // Either the attempt blocks on the lock (right) or it settles at once, holding again (the bug).
+    const first = await Promise.race([woken.then(() => 'settled' as const), waitFor('the woken saga to wait for the slot lock', blocked, (n) => n > 0).then(() => 'blocked' as const)]);
+    await locker.query('COMMIT');
+    locker.release();
+    expect(first).toBe('blocked');
+    const r = await woken;
+    expect(r.hold).toBeNull();
+    expect((await slots()).find((s) => s.saga_id === waiter)).toMatchObject({ command_id: r.commandId });
+
+    // A saga asleep (wake time an hour out) on a slot handed to it: the safety net wakes it.
+    const sleeper = randomUUID();
+    await writeSaga(t.db, sleeper, { held: 'waiting: bulkhead payment full', wakeInMs: 3_600_000 });
+    await reply(g, inFlight[1]!); // hands the freed slot to the sleeper and wakes it ...
+    await t.db.query(`UPDATE "${t.schema}".sagas SET wake_at = now() + interval '1 hour' WHERE id = $1`, [sleeper]); // ... which fell asleep again
+    expect(await gates().pump(t.db)).toBeGreaterThanOrEqual(1);
+    const due = await t.db.query<{ due: boolean }>(`SELECT wake_at <= now() AS due FROM "${t.schema}".sagas WHERE id = $1`, [sleeper]);
+    expect(due.rows[0]!.due).toBe(true);
   });
 });
