@@ -14,6 +14,8 @@
  * `--orchestrators N --participants M` runs N + M worker processes (scaling out; `--waits` samples
  * Postgres lock waits meanwhile). `--steady --rate R` replaces the burst by the long run of
  * bench/steady.ts: N sagas at R/s, figures per `--window` sagas, hot table sizes (docs/performance.md).
+ * `--vacuum` vacuums the hot tables every 30 s of the burst (after each prune round with --steady),
+ * standing in for autovacuum where the server has it off.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -36,6 +38,7 @@ import { kafkaBaseline, rabbitBaseline, type BaselineResult } from './baseline.j
 import { WaitSampler, type WaitSummary } from './pg-waits.js';
 import { benchFleet, type BenchWorker } from './procs.js';
 import { formatSteady, steadyRun } from './steady.js';
+import { vacuumLoop } from './tables.js';
 import { Breakdown, PROBE_VARS, stamped } from './breakdown.js';
 
 const TERMINAL = new Set(['SagaCompleted', 'SagaCompensated', 'SagaFailed']);
@@ -333,7 +336,12 @@ async function main(): Promise<void> {
     const cpu0 = cpu();
     const sampler = a.waits ? new WaitSampler(db, schema) : undefined;
     sampler?.start();
+    // --vacuum: the autovacuum a production server runs, for a server that has it off (a long burst
+    // otherwise measures the dead rows piling up, not the worker).
+    const vacuum = a.vacuum ? vacuumLoop(db, schema, 30_000) : undefined;
     const sat = await saturate(N, 'saturation', `${id}-s`);
+    const vacuumRounds = await vacuum?.stop();
+    if (vacuumRounds !== undefined) note(`--vacuum: the hot tables were vacuumed ${vacuumRounds} times during saturation (every 30 s)`);
     const cpuUsed = cpu() - cpu0;
     const pgCpuUsed = backendCpu();
     const waits: WaitSummary | undefined = await sampler?.stop();

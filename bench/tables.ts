@@ -39,3 +39,30 @@ export function formatTableSizes(snapshots: readonly { label: string; sizes: Tab
   });
   return head + lines.join('');
 }
+
+/**
+ * VACUUMs the tables a run churns every `everyMs`, as autovacuum would on a production server
+ * (this bench's server may have it off): without it the dead row versions of every step pile up in
+ * the indexes the workers walk, and a long burst measures the missing vacuum instead of the worker.
+ */
+export function vacuumLoop(db: Db, schema: string, everyMs: number): { stop(): Promise<number> } {
+  let rounds = 0;
+  let stopped = false;
+  let running: Promise<void> = Promise.resolve();
+  const tables = ['sagas', 'outbox', 'inbox', 'gate_slots', 'saga_steps'];
+  const timer = setInterval(() => {
+    running = running.then(async () => {
+      if (stopped) return;
+      for (const t of tables) await db.query(`VACUUM ${quoteSchema(schema)}.${t}`);
+      rounds++;
+    });
+  }, everyMs);
+  return {
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      await running;
+      return rounds;
+    },
+  };
+}

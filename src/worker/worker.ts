@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Config } from '../config.js';
 import type { Db } from '../db/db.js';
 import { assertSchemaCurrent } from '../db/migrate.js';
+import { serverWarnings } from '../db/server-checks.js';
 import { SagaflowError, errorMessage } from '../errors.js';
 import { InboxStore } from '../inbox/store.js';
 import { MessageRegistry } from '../messages/message.js';
@@ -426,6 +427,11 @@ export function createWorker(deps: {
         pruneTimer.unref();
       }
       logger.info({ role, sagas: defs.all().map((d) => `${d.name} v${d.version}`), participants: participants.map((p) => p.name), transport: transport.features.name }, 'worker started');
+      // Not awaited: a warning for the operator, never a reason to delay or fail the start.
+      serverWarnings(db).then(
+        (ws) => ws.forEach((w) => logger.warn(w)),
+        (err: unknown) => logger.debug({ err: errorMessage(err) }, 'server settings not checked'),
+      );
     },
 
     async stop() {
