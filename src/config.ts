@@ -64,7 +64,7 @@ export const envSchema = z.object({
   SAGAFLOW_PREFETCH: int(1, 10_000).default(512),
   SAGAFLOW_MAX_BATCH: int(1, 1000).default(64),
   SAGAFLOW_CONCURRENT_BATCHES: int(1, 32).default(2),
-  SAGAFLOW_SPARE_BATCHES: int(0, 32).default(2),
+  SAGAFLOW_SPARE_BATCHES: int(0, 32).default(0),
   SAGAFLOW_MAX_ATTEMPTS: int(1, 1000).default(5),
   SAGAFLOW_RETRY_DELAYS_MS: csvInts.default([200, 1000, 5000]),
   SAGAFLOW_MAX_MESSAGE_BYTES: int(1024, 128 * 1024 * 1024).default(256 * 1024),

@@ -57,7 +57,11 @@ export interface WorkerOptions {
   readonly maxBatch?: number;
   /** Transactions in flight per consumer. */
   readonly maxConcurrentBatches?: number;
-  /** Extra transactions in flight per consumer for a short queue only (scheduling/batcher.ts). Default 2. */
+  /**
+   * Extra transactions in flight per consumer for a short queue only (scheduling/batcher.ts).
+   * Default 0: measured on two cores, the small extra transactions cost more CPU than the wait they
+   * save (docs/performance.md, "Spare batch slots"); a machine with idle cores may gain from 1-2.
+   */
   readonly spareBatches?: number;
   readonly prefetch?: number;
   readonly retry?: RedeliveryPolicy;
@@ -279,7 +283,7 @@ export function createWorker(deps: {
     const batcher = new Batcher<Inbound, void>({
       maxBatch: o.maxBatch ?? 64,
       maxConcurrent: o.maxConcurrentBatches ?? 2,
-      spare: o.spareBatches ?? 2,
+      spare: o.spareBatches ?? 0,
       run: async (items) => {
         const started = metrics || tracing || probe ? performance.now() : 0;
         const span = tracing?.transaction(consumer, items.map((i) => i.envelope));
