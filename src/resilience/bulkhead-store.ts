@@ -1,6 +1,6 @@
 import type { Queryable } from '../db/db.js';
 import { quoteSchema } from '../db/db.js';
-import { HELD_ORDER } from './held-queue.js';
+import { HELD_ORDER, heldAt } from './held-queue.js';
 
 /** One slot taken by a command this transaction writes. */
 export interface SlotTake {
@@ -78,7 +78,7 @@ export class BulkheadStore {
       `UPDATE ${this.#sagas} s SET wake_at = ${this.#now}
        FROM ${this.#t} g
        WHERE g.gate = $1 AND g.saga_id IS NOT NULL AND g.command_id IS NULL AND s.id = g.saga_id
-         AND s.wake_at > ${this.#now} AND s.state->'cursor'->>'waiting' = 'held' AND s.state->'cursor'->'held'->>'gate' = $1`,
+         AND s.wake_at > ${this.#now} AND ${heldAt('s', '$1')}`,
       [gate],
     );
     return rowCount ?? 0;
@@ -96,7 +96,7 @@ export class BulkheadStore {
              WHERE x.gate = $1 AND x.slot < $2 AND x.saga_id IS NOT NULL
                AND NOT COALESCE(g.status IN ('running', 'compensating') AND (
                      (x.command_id IS NOT NULL AND g.state->'cursor'->>'commandId' = x.command_id::text)
-                  OR (x.command_id IS NULL AND g.state->'cursor'->>'waiting' = 'held' AND g.state->'cursor'->'held'->>'gate' = x.gate)), false)
+                  OR (x.command_id IS NULL AND ${heldAt('g', 'x.gate')})), false)
              FOR UPDATE OF x SKIP LOCKED) stale
        WHERE s.gate = stale.gate AND s.slot = stale.slot
        RETURNING s.slot`,
@@ -168,7 +168,7 @@ export class BulkheadStore {
    */
   waitersSql(limit: string): string {
     return `SELECT s.id, s.state, s.wake_at FROM ${this.#sagas} s
-           WHERE s.state->'cursor'->>'waiting' = 'held' AND s.state->'cursor'->'held'->>'gate' = $1
+           WHERE ${heldAt('s', '$1')}
              AND s.state->'cursor'->'held'->>'reason' LIKE 'waiting: bulkhead %'
              AND NOT EXISTS (SELECT 1 FROM ${this.#t} h WHERE h.saga_id = s.id AND h.gate = $1)
            ORDER BY ${HELD_ORDER} LIMIT ${limit}

@@ -1,6 +1,6 @@
 import type { Queryable } from '../db/db.js';
 import { quoteSchema } from '../db/db.js';
-import { HELD_ORDER } from './held-queue.js';
+import { HELD_ORDER, heldAt } from './held-queue.js';
 import type { BreakerChange, BreakerRow, CircuitState } from './breaker.js';
 import type { BreakerPolicy } from './policy.js';
 
@@ -106,8 +106,8 @@ export class CircuitStore {
   async release(tx: Queryable, name: string, perSecond: number): Promise<number> {
     const { rowCount } = await tx.query(
       `WITH held AS (
-         SELECT id, state, wake_at FROM ${this.#sagas}
-         WHERE state->'cursor'->>'waiting' = 'held' AND state->'cursor'->'held'->>'gate' = $1
+         SELECT h.id, h.state, h.wake_at FROM ${this.#sagas} h
+         WHERE ${heldAt('h', '$1')}
          FOR UPDATE SKIP LOCKED),
        ranked AS (SELECT id, row_number() OVER (ORDER BY ${HELD_ORDER}) - 1 AS rn FROM held)
        UPDATE ${this.#sagas} s SET wake_at = LEAST(s.wake_at, ${this.#now} + (r.rn / $2::float8) * interval '1 second')
@@ -147,7 +147,7 @@ export class CircuitStore {
               (extract(epoch FROM c.retry_at - ${this.#now}) * 1000)::float8 AS "retryInMs",
               (extract(epoch FROM c.probe_until - ${this.#now}) * 1000)::float8 AS "probeInMs",
               (SELECT count(*)::int FROM ${this.#sagas} s
-               WHERE s.state->'cursor'->>'waiting' = 'held' AND s.state->'cursor'->'held'->>'gate' = c.name) AS waiting
+               WHERE ${heldAt('s', 'c.name')}) AS waiting
        FROM ${this.#t} c ORDER BY c.name`,
     );
     return rows;

@@ -6,3 +6,12 @@
  * reads only the front of it. Written for a FROM list holding the sagas table alone (bare names).
  */
 export const HELD_ORDER = `(state->'cursor'->>'phase' <> 'compensation'), wake_at, id`;
+
+/**
+ * "Saga `alias` waits at gate `gate`" (a SQL expression for the gate: `$1`, a column): the
+ * `sagas_held` index's predicate and first column, written once so every query that walks a gate's
+ * queue stays one the index answers.
+ */
+export function heldAt(alias: string, gate: string): string {
+  return `${alias}.state->'cursor'->>'waiting' = 'held' AND ${alias}.state->'cursor'->'held'->>'gate' = ${gate}`;
+}
