@@ -340,8 +340,8 @@ async function main(): Promise<void> {
     // otherwise measures the dead rows piling up, not the worker).
     const vacuum = a.vacuum ? vacuumLoop(db, schema, 30_000) : undefined;
     const sat = await saturate(N, 'saturation', `${id}-s`);
-    const vacuumRounds = await vacuum?.stop();
-    if (vacuumRounds !== undefined) note(`--vacuum: the hot tables were vacuumed ${vacuumRounds} times during saturation (every 30 s)`);
+    const vacuumed = await vacuum?.stop();
+    if (vacuumed) note(`--vacuum: the hot tables were vacuumed ${vacuumed.rounds} times during saturation (every 30 s)${vacuumed.failed.length > 0 ? `; failed: ${vacuumed.failed.join('; ')}` : ''}`);
     const cpuUsed = cpu() - cpu0;
     const pgCpuUsed = backendCpu();
     const waits: WaitSummary | undefined = await sampler?.stop();
